@@ -1,0 +1,1 @@
+"""The rlrun operator (kopf): renders an RLRun into its children and reports its status."""

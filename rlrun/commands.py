@@ -1,0 +1,3 @@
+"""Subcommands beyond `version`; each imports its library lazily."""
+
+from __future__ import annotations

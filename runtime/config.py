@@ -1,0 +1,240 @@
+"""The runtime configuration: what every role of a run reads, in `rlrun local` and in the pods.
+
+The operator renders this model (from `RLRun.spec`) into the `<run>-config` ConfigMap as one JSON file;
+`rlrun local` builds it from the same RLRun YAML. Field names are camelCase on the wire (they are
+Kubernetes spec fields) and snake_case in Python. Unknown keys are rejected so a typo never silently
+falls back to a default.
+
+This module is also where the runtime -> operator progress contract (`Progress`, `progress.json`) lives,
+because the operator may import `rlrun.runtime.config` and nothing else of the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""Ids that become path components (RUN_ID, environment ids, ...). `.` and `..` are refused separately."""
+
+DEFAULT_ASSET_ROOT = "/data/outputs"
+CONFIG_ENV = "RLRUN_CONFIG"  # path of the JSON config file inside a pod
+PROGRESS_FILE = "progress.json"
+
+
+def check_safe_id(value: str, what: str = "id") -> str:
+    """Return `value` if it can be used as one path component, else raise ValueError naming `what`."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in {".", ".."}:
+        raise ValueError(f"{what} {value!r} is not a safe id: use letters, digits, '_', '.', '-' (not '.' or '..')")
+    return value
+
+
+class Section(BaseModel):
+    """Base of every config section: camelCase aliases, unknown keys rejected, values validated on assignment."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True
+    )
+
+
+class ModelConfig(Section):
+    """Which policy model to train and serve."""
+
+    name: str = Field(
+        "builtin:tiny-qwen2-vl",
+        description="A Hugging Face model id, an absolute path on the run volume, or "
+        "'builtin:tiny-qwen2-vl' (a tiny random Qwen2-VL built offline, for CPU runs and tests).",
+        min_length=1,
+    )
+    revision: str | None = Field(None, description="Model revision (branch, tag or commit) for hub ids.")
+
+
+class MultimodalConfig(Section):
+    """Ephemeral multimodal pixels: images travel as refs, the trainer re-creates pixels."""
+
+    defer_materialization: bool = Field(
+        True, description="Ship image refs to the trainer and materialize pixel_values there (recommended)."
+    )
+    materialize_concurrency: int = Field(4, ge=1, le=64, description="Images processed at once per rank.")
+    feature_ttl_seconds: float = Field(
+        1800.0, gt=0, description="Age after which cached features under assets/mm_features are swept."
+    )
+    missing_image_policy: Literal["error", "drop"] = Field(
+        "error",
+        description="'error' fails the step naming the URI and hash; 'drop' zeroes that sample's loss "
+        "and counts it in a metric.",
+    )
+
+
+class TransportConfig(Section):
+    """ZMQ micro-batch fan-out from the trainer master (rank 0) to every data rank."""
+
+    base_port: int = Field(5555, ge=1024, le=65532, description="Data on basePort+1, READY on basePort+2.")
+    host: str | None = Field(
+        None, description="Host ranks connect to; unset or 0.0.0.0 means $MASTER_ADDR. Sockets bind 0.0.0.0."
+    )
+    hwm: int = Field(64, ge=1, description="ZMQ high-water mark (messages) on both ends.")
+    ready_timeout_seconds: float = Field(300.0, ge=1, description="How long the master waits for READY.")
+    receive_timeout_seconds: float = Field(300.0, ge=1, description="How long a rank waits for a published step.")
+    publish_grace_ms: int = Field(1000, ge=0, description="Pause after READY before step 0 (slow joiners).")
+    pack_watchdog_seconds: float = Field(
+        1800.0, ge=1, description="Packing longer than this kills the master (liveness of a wedged master)."
+    )
+
+
+class SampleUploadConfig(Section):
+    """Sample logging: parquet with re-inlined images, streamed to object storage."""
+
+    enabled: bool = Field(False, description="Upload sample parquets; when off they stay on the volume.")
+    presign_endpoint: str | None = Field(
+        None, description="Platform mode: POST here to get a presigned PUT URL for each file."
+    )
+    bucket: str | None = Field(None, description="S3 mode: bucket to sign PUT URLs for.")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...); unset = AWS.")
+    region: str = Field("us-east-1", description="S3 region used for signing.")
+    prefix: str = Field("samples", description="Object key prefix.")
+    compression: Literal["zstd", "snappy", "none"] = Field("zstd", description="Parquet compression codec.")
+    max_inline_image_bytes: int = Field(
+        2 * 1024 * 1024, ge=0, description="Images larger than this stay file refs in the logged samples."
+    )
+    every_n_steps: int = Field(1, ge=1, description="Log samples every N steps.")
+
+    @model_validator(mode="after")
+    def _target_when_enabled(self) -> SampleUploadConfig:
+        if self.enabled and not (self.presign_endpoint or self.bucket):
+            raise ValueError("sampleUpload.enabled needs sampleUpload.presignEndpoint or sampleUpload.bucket")
+        return self
+
+
+class EnvironmentConfig(Section):
+    """Which environment env-workers serve."""
+
+    id: str = Field("color-codeword", description="Environment id: 'color-codeword', 'text-reverse', ...")
+    args: dict[str, Any] = Field(default_factory=dict, description="Environment-specific arguments.")
+
+    @model_validator(mode="after")
+    def _safe(self) -> EnvironmentConfig:
+        check_safe_id(self.id, "environment id")
+        return self
+
+
+class EnvWorkersConfig(Section):
+    replicas: int = Field(1, ge=1, le=1024, description="Env-worker pods (processes in `rlrun local`).")
+    workers_per_replica: int = Field(1, ge=1, le=64, description="Concurrent rollout workers per replica.")
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+
+
+class OrchestratorConfig(Section):
+    batch_size: int = Field(32, ge=1, description="Samples per training step (a multiple of groupSize).")
+    group_size: int = Field(8, ge=2, description="Samples per prompt; advantages are relative to the group.")
+    max_steps: int = Field(100, ge=1, description="Training steps; reaching it completes the run.")
+    max_async_steps: int = Field(1, ge=0, description="Max policy lag: rollouts may come from step-N weights.")
+    learning_rate: float = Field(1e-3, gt=0, description="Optimizer learning rate.")
+    seed: int = Field(0, ge=0, description="Seed for sampling prompts and initializing the tiny model.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
+    max_tokens: int = Field(8, ge=1, description="Max completion tokens per rollout.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> OrchestratorConfig:
+        if self.batch_size % self.group_size:
+            raise ValueError(
+                f"orchestrator.batchSize ({self.batch_size}) must be a multiple of "
+                f"orchestrator.groupSize ({self.group_size})"
+            )
+        return self
+
+
+class TrainerConfig(Section):
+    """The runtime part of the trainer; its Kubernetes shape (nodes, GPUs) lives in the RLRun spec."""
+
+    nodes: int = Field(1, ge=1, description="Trainer nodes (pods).")
+    processes_per_node: int = Field(1, ge=1, description="torchrun ranks per node (GPUs per node on GPU).")
+    checkpoint_interval: int = Field(10, ge=1, description="Save a checkpoint every N steps.")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per micro-batch.")
+    clip_epsilon: float = Field(0.2, gt=0, description="PPO-style clipping of the importance ratio.")
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class RuntimeConfig(Section):
+    """Everything the roles read. `run_id` and `asset_root` come from the environment in pods."""
+
+    run_id: str = Field("local", description="RUN_ID: names the run directory <assetRoot>/run_<runId>.")
+    asset_root: str = Field(DEFAULT_ASSET_ROOT, description="Absolute root of run directories.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    env_workers: EnvWorkersConfig = Field(default_factory=EnvWorkersConfig)
+    multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    sample_upload: SampleUploadConfig = Field(default_factory=SampleUploadConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> RuntimeConfig:
+        check_safe_id(self.run_id, "RUN_ID")
+        if not os.path.isabs(self.asset_root):
+            raise ValueError(f"assetRoot must be an absolute path, got {self.asset_root!r}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.asset_root) / f"run_{self.run_id}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> RuntimeConfig:
+        """Read the config file ($RLRUN_CONFIG by default); RUN_ID / RLRUN_ASSET_ROOT env vars override."""
+        path = path or os.environ.get(CONFIG_ENV)
+        data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+        if run_id := os.environ.get("RUN_ID"):
+            data["runId"] = run_id
+        if root := os.environ.get("RLRUN_ASSET_ROOT"):
+            data["assetRoot"] = root
+        return cls.model_validate(data)
+
+
+# ---------------------------------------------------------------- runtime -> operator progress contract
+
+
+class Progress(Section):
+    """What the orchestrator publishes as `<run_dir>/progress.json` (atomic rename) and on
+    `GET /progress` of its status endpoint; the operator copies it into `RLRun.status.progress`.
+
+    `attempt` is the orchestrator restart attempt and `step` is monotone within a run: the operator
+    ignores a report whose (attempt, step, updatedAt) is older than what status already holds.
+    """
+
+    run_id: str
+    attempt: int = Field(0, ge=0, description="Restart attempt of the reporting orchestrator.")
+    step: int = Field(0, ge=0, description="Last completed training step.")
+    max_steps: int = Field(ge=1)
+    reward_mean: float | None = Field(None, description="Mean reward of the last step's rollouts.")
+    samples_per_second: float | None = None
+    policy_lag: int | None = Field(None, ge=0, description="Steps between rollout weights and trainer weights.")
+    step_seconds: float | None = Field(None, ge=0, description="Duration of the last step.")
+    state: Literal["starting", "running", "succeeded", "failed"] = "running"
+    message: str = ""
+    updated_at: Annotated[datetime, Field(default_factory=lambda: datetime.now(UTC))]
+
+    def newer_than(self, other: Progress | None) -> bool:
+        """True when this report should replace `other` (older attempts never overwrite newer ones)."""
+        if other is None:
+            return True
+        return (self.attempt, self.step, self.updated_at) > (other.attempt, other.step, other.updated_at)
+
+
+def write_progress(run_dir: Path, progress: Progress) -> Path:
+    """Write progress.json atomically (temp file + rename) so readers never see a partial file."""
+    path = run_dir / PROGRESS_FILE
+    tmp = path.with_name(f".{PROGRESS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(progress.model_dump_json(by_alias=True))
+    os.replace(tmp, path)
+    return path
