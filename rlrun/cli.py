@@ -39,7 +39,7 @@ def _version(_: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlrun import commands  # noqa: F401  (registers the other subcommands)
+    import rlrun.cmd  # noqa: F401  (registers the other subcommands)
 
     parser = argparse.ArgumentParser(prog="rlrun", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"rlrun {__version__}")

@@ -1,3 +1,0 @@
-"""Subcommands beyond `version`; each imports its library lazily."""
-
-from __future__ import annotations
