@@ -23,7 +23,6 @@ controlplane:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
 
 test: setup controlplane lint
 	KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) $(VENV)/bin/pytest -q
