@@ -1,0 +1,65 @@
+import pytest
+
+from rlrun.runtime.orchestrator.advantages import group_advantages, is_degenerate, score_groups
+from rlrun.runtime.orchestrator.samples import policy_lag, strip_token_arrays, to_training_sample
+from rlrun.runtime.wire import floats, ints
+
+
+def test_group_advantages_are_centred_rewards():
+    assert group_advantages([1.0, 0.0, 0.0, 1.0]) == [0.5, -0.5, -0.5, 0.5]
+    assert group_advantages([1.0, 0.0, 0.0, 0.0]) == [0.75, -0.25, -0.25, -0.25]
+
+
+def test_score_groups_drops_degenerate_groups_only():
+    advantages, keep = score_groups([1, 1, 0, 1, 0, 0], group_size=2)
+    assert advantages == [0.0, 0.0, -0.5, 0.5, 0.0, 0.0]
+    assert keep == [False, False, True, True, False, False]
+    assert is_degenerate([0.3, 0.3]) and not is_degenerate([0.3, 0.4])
+
+
+def test_score_groups_rejects_a_partial_group():
+    with pytest.raises(ValueError, match="5 rewards cannot be split into groups of 2"):
+        score_groups([1, 0, 1, 0, 1], group_size=2)
+
+
+def _rollout(**overrides):
+    rollout = {
+        "example_id": "ex-1",
+        "env": "color-codeword",
+        "prompt": [{"role": "user", "content": "hi"}],
+        "completion": "x",
+        "prompt_ids": [1, 2, 3],
+        "completion_ids": [4, 5],
+        "completion_logprobs": [-0.5, -1.5],
+        "reward": 1.0,
+        "policy_version": 3,
+        "mm": {"descriptor": {"mm_hashes": {"image": ["h"]}}, "uris": ["file:///a.png"]},
+    }
+    rollout.update(overrides)
+    return rollout
+
+
+def test_training_sample_packs_tokens_and_keeps_refs_not_pixels():
+    sample = to_training_sample(_rollout(), advantage=0.25)
+    assert ints(sample.prompt_ids).tolist() == [1, 2, 3]
+    assert ints(sample.completion_ids).tolist() == [4, 5]
+    assert floats(sample.completion_logprobs).tolist() == [-0.5, -1.5]
+    assert sample.mm_refs is not None and sample.mm_refs.uris == ["file:///a.png"]
+    assert sample.mm_kwargs is None and sample.policy_version == 3 and sample.advantage == 0.25
+
+
+def test_training_sample_rejects_misaligned_logprobs():
+    with pytest.raises(ValueError, match="2 completion ids but 1 logprobs"):
+        to_training_sample(_rollout(completion_logprobs=[-1.0]), advantage=0.0)
+
+
+def test_strip_keeps_counts_and_what_sample_logging_needs():
+    rollout = strip_token_arrays(_rollout())
+    assert "prompt_ids" not in rollout and "completion_ids" not in rollout
+    assert rollout["num_prompt_ids"] == 3 and rollout["num_completion_ids"] == 2
+    assert rollout["prompt"] and rollout["completion"] == "x" and rollout["mm"]["uris"]
+
+
+def test_policy_lag_is_measured_from_the_oldest_rollout():
+    assert policy_lag(5, [_rollout(policy_version=4), _rollout(policy_version=2)]) == 3
+    assert policy_lag(5, []) == 0
