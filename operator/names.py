@@ -1,0 +1,130 @@
+"""Names shared by the API, the renderers and the operator: group/version/plural, label keys, child
+name templates, ports, and the longest run name those templates allow.
+
+Keeping them in one module means the CRD, every rendered child and the reconcile code agree on a label
+key or a Service name by construction, not by copy-paste.
+"""
+
+from __future__ import annotations
+
+GROUP = "rlrun.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RLRun"
+PLURAL = "rlruns"
+SINGULAR = "rlrun"
+SHORT_NAMES = ("rlr",)
+CATEGORIES = ("rlrun", "all")
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+FIELD_MANAGER = "rlrun-operator"
+"""Server-side apply field manager of everything the operator writes."""
+
+# ------------------------------------------------------------------------------------------ labels
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+APP_NAME = "rlrun"
+LABEL_TRAINER_ATTEMPT = f"{GROUP}/trainer-attempt"
+"""On the trainer Job and its pods: which group restart attempt they belong to."""
+ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+"""On pod templates: hash of the runtime config, so a config change rolls the pods."""
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
+"""Label prefixes the operator owns; `spec.podLabels` may not use them."""
+
+# -------------------------------------------------------------------------------------- components
+COMPONENT_STORAGE = "storage"
+COMPONENT_CONFIG = "config"
+COMPONENT_INFERENCE = "inference"
+COMPONENT_ENV_WORKERS = "env-workers"
+COMPONENT_ORCHESTRATOR = "orchestrator"
+COMPONENT_TRAINER = "trainer"
+COMPONENT_NETWORK = "network"
+
+# Child name = f"{run}{suffix}".
+SUFFIX_ASSETS = "-assets"
+SUFFIX_CONFIG = "-config"
+SUFFIX_INFERENCE = "-inference"
+SUFFIX_ENV_WORKERS = "-envs"
+SUFFIX_ORCHESTRATOR = "-orchestrator"
+SUFFIX_TRAINER = "-trainer"
+SUFFIX_NETWORK = "-net"
+
+MAX_TRAINER_NODES = 1024
+"""Upper bound of spec.trainer.nodes; it fixes how many digits a trainer pod hostname may carry."""
+
+DNS_LABEL_MAX = 63
+LONGEST_NAME_SUFFIX = max(
+    SUFFIX_ASSETS,
+    SUFFIX_CONFIG,
+    SUFFIX_INFERENCE,
+    SUFFIX_ENV_WORKERS,
+    SUFFIX_ORCHESTRATOR,
+    SUFFIX_NETWORK,
+    # Indexed Job pods get the hostname <job>-<index>; it must be a DNS label too.
+    f"{SUFFIX_TRAINER}-{MAX_TRAINER_NODES - 1}",
+    key=len,
+)
+MAX_RUN_NAME_LENGTH = DNS_LABEL_MAX - len(LONGEST_NAME_SUFFIX)
+"""Longest RLRun name whose every child name (Services, pod hostnames, label values) stays a DNS label."""
+RUN_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""DNS-1035 label: Service names derive from the run name, and Services require this form."""
+
+# ------------------------------------------------------------------------------------------- pods
+DATA_MOUNT = "/data"
+ASSET_ROOT = "/data/outputs"
+CONFIG_MOUNT = "/etc/rlrun"
+CONFIG_KEY = "config.json"
+CONFIG_PATH = f"{CONFIG_MOUNT}/{CONFIG_KEY}"
+HF_HOME = "/data/cache/huggingface"
+RUN_AS_USER = 1000
+
+INFERENCE_PORT = 8000
+ENV_WORKER_PORT = 8100
+ORCHESTRATOR_PORT = 8200
+TRAINER_MASTER_PORT = 29500
+GPU_RESOURCE = "nvidia.com/gpu"
+
+NATIVE_THREAD_ENV: tuple[tuple[str, str], ...] = (
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("NUMEXPR_NUM_THREADS", "1"),
+    ("OMP_THREAD_LIMIT", "1"),
+    ("RAYON_NUM_THREADS", "1"),
+    ("OMP_DYNAMIC", "FALSE"),
+    ("MKL_DYNAMIC", "FALSE"),
+    ("MALLOC_ARENA_MAX", "2"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+)
+"""SEED-SPEC §13: caps that keep image processing from spawning core-count-wide thread teams."""
+
+RESERVED_ENV = (
+    "RUN_ID",
+    "RLRUN_ASSET_ROOT",
+    "RLRUN_CONFIG",
+    "RLRUN_COMPONENT",
+    "RLRUN_INFERENCE_URL",
+    "RLRUN_ENV_WORKERS_URL",
+    "RLRUN_ORCHESTRATOR_URL",
+    "RLRUN_PORT",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NNODES",
+    "NODE_RANK",
+    "NPROC_PER_NODE",
+)
+"""Env names the renderers set; `spec.env` may not override them (it would break the wiring)."""
+
+
+def child_name(run: str, suffix: str) -> str:
+    return f"{run}{suffix}"
+
+
+def trainer_master_addr(run: str) -> str:
+    """Stable DNS name of trainer pod 0 through the headless Service (Indexed Job hostname + subdomain)."""
+    trainer = child_name(run, SUFFIX_TRAINER)
+    return f"{trainer}-0.{trainer}"

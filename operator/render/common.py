@@ -1,0 +1,253 @@
+"""Building blocks shared by the per-component renderers: metadata, labels, the pod template every
+component starts from (env, mounts, security, scheduling) and Services.
+
+Everything here is a pure function of the RLRun: no I/O, no clock, no randomness, so the same RLRun
+always renders byte-identical children and server-side apply sees no change when nothing changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from rlrun.operator import names
+from rlrun.operator.api import PodScheduling, ResourceRequirements, RLRun, to_runtime_config
+
+Manifest = dict[str, Any]
+
+DATA_VOLUME = "data"
+CONFIG_VOLUME = "config"
+SHM_VOLUME = "dshm"
+
+
+def run_name(run: RLRun) -> str:
+    return run.metadata.name
+
+
+def selector_labels(run: RLRun, component: str) -> dict[str, str]:
+    """The labels a Service/Deployment selects on: stable for the whole run (selectors are immutable)."""
+    return {
+        names.LABEL_NAME: names.APP_NAME,
+        names.LABEL_INSTANCE: run_name(run),
+        names.LABEL_COMPONENT: component,
+    }
+
+
+def standard_labels(run: RLRun, component: str) -> dict[str, str]:
+    return {**selector_labels(run, component), names.LABEL_MANAGED_BY: names.FIELD_MANAGER}
+
+
+def owner_reference(run: RLRun) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": run_name(run),
+        "uid": run.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(run: RLRun, suffix: str, component: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Child metadata. The ownerReference needs the RLRun's uid, so a file that never went through the
+    API server (`rlrun render` of an example) renders children without one."""
+    meta: dict[str, Any] = {
+        "name": names.child_name(run_name(run), suffix),
+        "labels": {**standard_labels(run, component), **(labels or {})},
+    }
+    if run.metadata.namespace:
+        meta["namespace"] = run.metadata.namespace
+    if run.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(run)]
+    return meta
+
+
+def runtime_config_json(run: RLRun) -> str:
+    return to_runtime_config(run_name(run), run.spec).to_json()
+
+
+def config_hash(run: RLRun) -> str:
+    return hashlib.sha256(runtime_config_json(run).encode()).hexdigest()[:16]
+
+
+def service_url(run: RLRun, suffix: str, port: int) -> str:
+    return f"http://{names.child_name(run_name(run), suffix)}:{port}"
+
+
+def base_env(run: RLRun, component: str) -> list[dict[str, Any]]:
+    """Env of every container: identity, config path, peer URLs, native-thread caps, then the user's."""
+    env: list[dict[str, Any]] = [
+        {"name": "RUN_ID", "value": run_name(run)},
+        {"name": "RLRUN_ASSET_ROOT", "value": names.ASSET_ROOT},
+        {"name": "RLRUN_CONFIG", "value": names.CONFIG_PATH},
+        {"name": "RLRUN_COMPONENT", "value": component},
+        {
+            "name": "RLRUN_INFERENCE_URL",
+            "value": service_url(run, names.SUFFIX_INFERENCE, names.INFERENCE_PORT),
+        },
+        {
+            "name": "RLRUN_ENV_WORKERS_URL",
+            "value": service_url(run, names.SUFFIX_ENV_WORKERS, names.ENV_WORKER_PORT),
+        },
+        {
+            "name": "RLRUN_ORCHESTRATOR_URL",
+            "value": service_url(run, names.SUFFIX_ORCHESTRATOR, names.ORCHESTRATOR_PORT),
+        },
+        {"name": "HF_HOME", "value": names.HF_HOME},
+    ]
+    env += [{"name": k, "value": v} for k, v in names.NATIVE_THREAD_ENV]
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in run.spec.env]
+    return env
+
+
+def resources(spec: ResourceRequirements, gpus: int) -> dict[str, Any]:
+    """Requests/limits from the spec plus `gpus` GPUs (GPUs must be equal in requests and limits)."""
+    requests: dict[str, Any] = dict(spec.requests)
+    limits: dict[str, Any] = dict(spec.limits)
+    if gpus:
+        requests[names.GPU_RESOURCE] = gpus
+        limits[names.GPU_RESOURCE] = gpus
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": names.RUN_AS_USER,
+    "runAsGroup": names.RUN_AS_USER,
+    "fsGroup": names.RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def container(
+    run: RLRun,
+    component: str,
+    *,
+    image: str,
+    command: list[str],
+    args: list[str] | None = None,
+    ports: list[tuple[str, int]] = (),
+    spec_resources: ResourceRequirements,
+    gpus: int = 0,
+    extra_env: list[dict[str, Any]] = (),
+    shm: bool = False,
+) -> dict[str, Any]:
+    """The one container of a component's pod, with the run's env, mounts and security context."""
+    mounts = [
+        {"name": DATA_VOLUME, "mountPath": names.DATA_MOUNT},
+        {"name": CONFIG_VOLUME, "mountPath": names.CONFIG_MOUNT, "readOnly": True},
+    ]
+    if shm:
+        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    c: dict[str, Any] = {
+        "name": component,
+        "image": image,
+        "imagePullPolicy": run.spec.images.pull_policy,
+        "command": command,
+    }
+    if args:
+        c["args"] = args
+    if ports:
+        c["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports]
+    c["env"] = [*base_env(run, component), *extra_env]
+    if run.spec.env_from:
+        c["envFrom"] = list(run.spec.env_from)
+    c["resources"] = resources(spec_resources, gpus)
+    c["volumeMounts"] = mounts
+    c["securityContext"] = CONTAINER_SECURITY
+    return c
+
+
+def claim_name(run: RLRun) -> str:
+    return run.spec.storage.existing_claim or names.child_name(run_name(run), names.SUFFIX_ASSETS)
+
+
+def pod_template(
+    run: RLRun,
+    component: str,
+    main: dict[str, Any],
+    scheduling: PodScheduling,
+    *,
+    restart_policy: str = "Always",
+    labels: dict[str, str] | None = None,
+    shm: bool = False,
+    extra_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pod template: labels (standard + podLabels), config-hash annotation, volumes, scheduling."""
+    volumes: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(run)}},
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {"name": names.child_name(run_name(run), names.SUFFIX_CONFIG)},
+        },
+    ]
+    if shm:
+        volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": POD_SECURITY,
+        "containers": [main],
+        "volumes": volumes,
+    }
+    if run.spec.service_account_name:
+        spec["serviceAccountName"] = run.spec.service_account_name
+    if run.spec.images.pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in run.spec.images.pull_secrets]
+    if scheduling.node_selector:
+        spec["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        spec["tolerations"] = list(scheduling.tolerations)
+    if scheduling.affinity:
+        spec["affinity"] = scheduling.affinity
+    if scheduling.priority_class_name:
+        spec["priorityClassName"] = scheduling.priority_class_name
+    spec.update(extra_spec or {})
+    return {
+        "metadata": {
+            "labels": {**run.spec.pod_labels, **standard_labels(run, component), **(labels or {})},
+            "annotations": {**run.spec.pod_annotations, names.ANNOTATION_CONFIG_HASH: config_hash(run)},
+        },
+        "spec": spec,
+    }
+
+
+def service(
+    run: RLRun, suffix: str, component: str, ports: list[tuple[str, int]], *, headless: bool = False
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": selector_labels(run, component),
+        "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in ports],
+    }
+    if headless:
+        # Trainer ranks resolve each other before they are Ready (the rendezvous is what makes them ready).
+        spec["clusterIP"] = "None"
+        spec["publishNotReadyAddresses"] = True
+    else:
+        spec["type"] = "ClusterIP"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(run, suffix, component), "spec": spec}
+
+
+def job_suspend(run: RLRun) -> dict[str, Any]:
+    """`suspend` for the run's Jobs. With a Kueue queue and no user suspend the field is left out, so
+    Kueue's admission (which suspends and later resumes the Job) owns it and apply never fights it."""
+    if run.spec.suspend:
+        return {"suspend": True}
+    if run.spec.queue_name:
+        return {}
+    return {"suspend": False}
+
+
+def job_labels(run: RLRun) -> dict[str, str]:
+    return {names.LABEL_KUEUE_QUEUE: run.spec.queue_name} if run.spec.queue_name else {}

@@ -1,0 +1,35 @@
+"""Env-workers: a CPU-only Deployment + Service; the orchestrator asks them for rollout groups."""
+
+from __future__ import annotations
+
+from rlrun.operator import names
+from rlrun.operator.api import RLRun
+from rlrun.operator.render.common import Manifest, container, metadata, pod_template, selector_labels, service
+
+C = names.COMPONENT_ENV_WORKERS
+PORTS = [("http", names.ENV_WORKER_PORT)]
+
+
+def render_env_workers(run: RLRun) -> list[Manifest]:
+    ew = run.spec.env_workers
+    main = container(
+        run,
+        C,
+        image=run.spec.images.runtime,
+        command=["rlrun-env-worker"],
+        ports=PORTS,
+        spec_resources=ew.resources,
+        extra_env=[{"name": "RLRUN_PORT", "value": str(names.ENV_WORKER_PORT)}],
+    )
+    main["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(run, names.SUFFIX_ENV_WORKERS, C),
+        "spec": {
+            "replicas": 0 if run.spec.suspend else ew.replicas,
+            "selector": {"matchLabels": selector_labels(run, C)},
+            "template": pod_template(run, C, main, ew.scheduling),
+        },
+    }
+    return [service(run, names.SUFFIX_ENV_WORKERS, C, PORTS), deployment]

@@ -1,0 +1,63 @@
+"""Inference: a Deployment + Service. vLLM (with the rlrun extension) on GPU; the rlrun CPU engine, which
+serves the same API, when gpusPerReplica is 0."""
+
+from __future__ import annotations
+
+from rlrun.operator import names
+from rlrun.operator.api import RLRun
+from rlrun.operator.render.common import Manifest, container, metadata, pod_template, selector_labels, service
+
+C = names.COMPONENT_INFERENCE
+PORTS = [("http", names.INFERENCE_PORT)]
+
+
+def inference_command(run: RLRun) -> tuple[str, list[str], list[str]]:
+    """(image, command, args) of an inference server."""
+    inf, model, images = run.spec.inference, run.spec.model, run.spec.images
+    if not inf.gpus_per_replica:
+        return images.runtime, ["rlrun-inference"], []
+    args = ["--model", model.name]
+    if model.revision:
+        args += ["--revision", model.revision]
+    args += [
+        "--tensor-parallel-size",
+        str(inf.tensor_parallel_size),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(names.INFERENCE_PORT),
+        *inf.extra_args,
+    ]
+    return images.inference, ["python", "-m", "rlrun.runtime.inference.vllm_server"], args
+
+
+def render_inference(run: RLRun) -> list[Manifest]:
+    inf = run.spec.inference
+    image, command, args = inference_command(run)
+    gpu = inf.gpus_per_replica > 0
+    main = container(
+        run,
+        C,
+        image=image,
+        command=command,
+        args=args,
+        ports=PORTS,
+        spec_resources=inf.resources,
+        gpus=inf.gpus_per_replica,
+        extra_env=[{"name": "RLRUN_PORT", "value": str(names.INFERENCE_PORT)}],
+        shm=gpu,
+    )
+    main["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(run, names.SUFFIX_INFERENCE, C),
+        "spec": {
+            "replicas": 0 if run.spec.suspend else inf.replicas,
+            "selector": {"matchLabels": selector_labels(run, C)},
+            # GPU servers: never hold old and new pods at once (that would need twice the GPUs).
+            "strategy": {"type": "Recreate"} if gpu else {"type": "RollingUpdate"},
+            "template": pod_template(run, C, main, inf.scheduling, shm=gpu),
+        },
+    }
+    return [service(run, names.SUFFIX_INFERENCE, C, PORTS), deployment]
