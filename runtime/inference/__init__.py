@@ -1,0 +1,1 @@
+"""Inference role: the CPU engine + HTTP server (local runs, tests) and the vLLM launcher (GPU pods)."""

@@ -1,0 +1,103 @@
+"""Prompt rendering shared by inference (what it generates from) and anyone re-tokenizing a prompt.
+
+Without torchvision there is no `Qwen2VLProcessor`, so the caller expands image placeholders itself:
+each image becomes <|vision_start|> + <|image_pad|> x N + <|vision_end|>, N = t*h*w // merge**2 of the
+grid the image processor will produce. Rendering is the Qwen chat format without a default system prompt
+(shorter prompts; the tiny model has no prior to keep).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
+
+ImageLoader = Callable[[str], Image.Image]
+
+
+def image_token_count(image_processor: Any, image: Image.Image) -> int:
+    """Number of <|image_pad|> tokens the Qwen2-VL processor's grid gives `image` (no pixels computed)."""
+    try:
+        from rlrun.runtime.mm import image_token_count as shared_count  # the multimodal helper's version
+    except ImportError:
+        shared_count = None
+    if shared_count is not None:
+        return int(shared_count(image_processor, image))
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    patch, merge = image_processor.patch_size, image_processor.merge_size
+    size = image_processor.size
+    min_pixels = size["shortest_edge"] if "shortest_edge" in size else size["min_pixels"]
+    max_pixels = size["longest_edge"] if "longest_edge" in size else size["max_pixels"]
+    height, width = smart_resize(
+        image.height, image.width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels
+    )
+    return (height // patch) * (width // patch) // merge**2
+
+
+def load_image_url(url: str) -> Image.Image:
+    """Open a `file://` or `data:image/...;base64,` URL as RGB (servers check the path first)."""
+    if url.startswith("file://"):
+        with Image.open(url.removeprefix("file://")) as img:
+            return img.convert("RGB")
+    if url.startswith("data:image/") and ";base64," in url:
+        raw = base64.b64decode(url.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(raw)) as img:
+            return img.convert("RGB")
+    raise ValueError(f"unsupported image URL {url[:80]!r}: expected file:// or data:image/...;base64,")
+
+
+def image_urls(messages: Sequence[dict[str, Any]]) -> list[str]:
+    """The image URLs of OpenAI-format messages, in conversation order."""
+    urls = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    image_url = part.get("image_url")
+                    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+                    if not isinstance(url, str):
+                        raise ValueError(f"image_url part without a string url: {part!r}")
+                    urls.append(url)
+    return urls
+
+
+def render_prompt(
+    messages: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    image_processor: Any,
+    load_image: ImageLoader = load_image_url,
+) -> tuple[list[int], list[Image.Image]]:
+    """Token ids of the chat prompt (ending in the assistant header) and its images in order."""
+    pieces: list[str] = []
+    images: list[Image.Image] = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if role not in {"system", "user", "assistant"}:
+            raise ValueError(f"message role {role!r} is not one of system/user/assistant")
+        pieces.append(f"<|im_start|>{role}\n")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            kind = part.get("type")
+            if kind == "text":
+                pieces.append(part["text"])
+            elif kind == "image_url":
+                image_url = part["image_url"]
+                image = load_image(image_url["url"] if isinstance(image_url, dict) else image_url)
+                images.append(image)
+                pads = "<|image_pad|>" * image_token_count(image_processor, image)
+                pieces.append(f"<|vision_start|>{pads}<|vision_end|>")
+            else:
+                raise ValueError(f"content part type {kind!r} is not one of text/image_url")
+        pieces.append("<|im_end|>\n")
+    pieces.append("<|im_start|>assistant\n")
+    return tokenizer.encode("".join(pieces), add_special_tokens=False), images
+
+
+def mm_token_type_ids(input_ids: Any, image_token_id: int) -> Any:
+    """0 for text, 1 for image tokens: transformers 5.x Qwen-VL needs it whenever image grids are passed."""
+    return (input_ids == image_token_id).to(input_ids.dtype)

@@ -1,0 +1,170 @@
+"""The tiny random Qwen2-VL that CPU runs and tests train, built offline in code.
+
+Why build it instead of downloading one: tests and `rlrun local` must run without any hub access, and
+inference and trainer must load byte-identical weights. `resolve_model` builds it once per run under
+`<run_dir>/model/` (temp dir + rename, so a concurrent or interrupted build never leaves a half model),
+and every role loads it from there with `Qwen2VLForConditionalGeneration.from_pretrained`.
+
+The tokenizer is byte-level (any text round-trips) plus the Qwen chat/vision special tokens and a fixed
+word list (`WORD_TOKENS`) added as single tokens: environment answers drawn from it are one token long,
+which is what lets a random model learn a task in ~100 steps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BUILTIN_TINY = "builtin:tiny-qwen2-vl"
+DONE_MARKER = "DONE"
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+WORD_TOKENS = (
+    # NATO alphabet: codewords of the built-in environments (see runtime/envs/builtin).
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
+    "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor",
+    "whiskey", "xray", "yankee", "zulu",
+    # Colour names, so prompts that name colours stay short.
+    "red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple", "white", "black",
+)  # fmt: skip
+
+# Image geometry: every image is resized to IMAGE_SIDE x IMAGE_SIDE -> grid (1, 4, 4) -> 4 image tokens.
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+IMAGE_SIDE = PATCH_SIZE * MERGE_SIZE * 2
+
+
+def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
+    """Byte-level BPE with no merges (256 byte tokens) + special tokens + `WORD_TOKENS` as whole words."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in WORD_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        model_max_length=4096,
+    )
+
+
+def build_image_processor():  # -> Qwen2VLImageProcessorPil
+    """Qwen2-VL PIL image processor pinned to one tiny size (min = max pixels), so any image -> 4 tokens."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    pixels = IMAGE_SIDE * IMAGE_SIDE
+    return Qwen2VLImageProcessorPil(
+        min_pixels=pixels,
+        max_pixels=pixels,
+        patch_size=PATCH_SIZE,
+        merge_size=MERGE_SIZE,
+        temporal_patch_size=2,
+    )
+
+
+def tiny_config(tokenizer):  # -> Qwen2VLConfig
+    """A Qwen2-VL config scaled down to ~0.2 M parameters (hidden 64, 2 layers, vision depth 1)."""
+    from transformers import Qwen2VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab_size = -(-len(tokenizer) // 8) * 8
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "bos_token_id": None,
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+    vision = {
+        "depth": 1,
+        "embed_dim": 32,
+        "hidden_size": 64,  # output width = text hidden size
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": PATCH_SIZE,
+        "spatial_merge_size": MERGE_SIZE,
+        "temporal_patch_size": 2,
+    }
+    return Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def is_complete(model_dir: Path) -> bool:
+    return (model_dir / DONE_MARKER).is_file()
+
+
+def build_tiny_vlm(out_dir: Path, seed: int = 0) -> Path:
+    """Write a complete HF model dir (config, safetensors, tokenizer, preprocessor, DONE) to `out_dir`.
+
+    Idempotent: a dir that already has its DONE marker is reused untouched. The files are written into a
+    sibling temp dir that is renamed into place, so `out_dir` is either absent or complete.
+    """
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    if is_complete(out_dir):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tokenizer = build_tokenizer()
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(tiny_config(tokenizer))
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        build_image_processor().save_pretrained(tmp)
+        (tmp / DONE_MARKER).write_text(f"seed={seed}\n")
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not is_complete(out_dir):  # not a lost race with an identical build: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model(name: str, run_dir: Path, seed: int = 0) -> Path | str:
+    """Where to load model `name` from: the built tiny model, a local path, or a hub id returned as is."""
+    if name == BUILTIN_TINY:
+        return build_tiny_vlm(Path(run_dir) / "model", seed=seed)
+    if name.startswith("builtin:"):
+        raise ValueError(f"unknown builtin model {name!r}: the only builtin is {BUILTIN_TINY!r}")
+    if os.path.isabs(name) or name.startswith("."):
+        path = Path(name)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model path {path} has no config.json")
+        return path
+    return name
