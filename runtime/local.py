@@ -1,0 +1,348 @@
+"""`rlrun local`: one RLRun as local processes, the operator's shape without Kubernetes.
+
+Each role is the same entry point the pods run (inference, env-workers, orchestrator, torchrun trainer),
+started in its own process group with native-thread limits and a log file under `<run_dir>/logs/`.
+The launcher shows a live progress bar from `progress.json`, and on success a summary and
+`reward_curve.png`. Any role failing, or Ctrl-C, stops every group (SIGTERM, then SIGKILL) and shows the
+failing role's log tail; nothing is left running. `resume=True` continues an interrupted run: the trainer
+from its last complete checkpoint, the orchestrator from its saved position.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rlrun.runtime.config import CONFIG_ENV, PROGRESS_FILE, Progress, RuntimeConfig
+
+NATIVE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "OMP_THREAD_LIMIT": "1",
+    "RAYON_NUM_THREADS": "1",
+    "OMP_DYNAMIC": "FALSE",
+    "MKL_DYNAMIC": "FALSE",
+    "MALLOC_ARENA_MAX": "2",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+STOP_GRACE_SECONDS = 5.0
+HEALTH_TIMEOUT_SECONDS = 180.0
+FINISH_TIMEOUT_SECONDS = 120.0
+
+
+class RoleFailed(RuntimeError):
+    """A role exited unexpectedly; `log_tail` is the end of its log."""
+
+    def __init__(self, role: str, returncode: int | None, log_tail: str) -> None:
+        super().__init__(f"role {role} failed (exit code {returncode})")
+        self.role, self.returncode, self.log_tail = role, returncode, log_tail
+
+
+def native_thread_limited_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) with the native-thread caps overriding existing values."""
+    return {**(os.environ if base is None else base), **NATIVE_THREAD_ENV}
+
+
+def free_port(span: int = 1) -> int:
+    """A loopback port p with p..p+span-1 all free right now (the fan-out needs base, base+1, base+2)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + span > 65535:
+            continue
+        try:
+            sockets = []
+            for p in range(port, port + span):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("0.0.0.0", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no block of {span} free ports found")
+
+
+@dataclass
+class Role:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    server: bool = False  # long-running: exiting at all is a failure
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM the whole process group, then SIGKILL whatever is left after `grace` seconds."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(pgid):
+                self.proc.poll()
+                time.sleep(0.05)
+            if not _group_alive(pgid):
+                break
+        self.proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Zombies of the group leader still "exist" until reaped; reaped by poll() in stop().
+    return True
+
+
+@dataclass
+class LocalRun:
+    """The processes of one local run and what the launcher learned about them."""
+
+    cfg: RuntimeConfig
+    resume: bool = False
+    python: str = sys.executable
+    roles: list[Role] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+    def prepare(self) -> None:
+        run_dir = self.run_dir
+        started = (run_dir / "config.json").exists()
+        if started and not self.resume:
+            raise FileExistsError(
+                f"run directory {run_dir} already holds a run: pass --resume to continue it, "
+                "or choose another --output-dir"
+            )
+        if self.resume and not started:
+            raise FileNotFoundError(f"--resume: no run to resume in {run_dir} (no config.json)")
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.transport.base_port = free_port(span=3)
+        cfg.transport.host = "127.0.0.1"
+        cfg.transport.publish_grace_ms = min(cfg.transport.publish_grace_ms, 200)
+        self.cfg = cfg
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".config.json.tmp"
+        tmp.write_text(cfg.to_json())
+        os.replace(tmp, run_dir / "config.json")
+
+    def build_model(self) -> None:
+        from rlrun.runtime.models.tiny import resolve_model
+
+        resolve_model(self.cfg.model.name, self.run_dir, seed=self.cfg.orchestrator.seed)
+
+    def _role(self, name: str, argv: list[str], server: bool, **extra_env: str) -> Role:
+        env = native_thread_limited_env()
+        env.update({CONFIG_ENV: str(self.run_dir / "config.json"), "PYTHONUNBUFFERED": "1", **extra_env})
+        role = Role(name, argv, self.run_dir / "logs" / f"{name}.log", env, server=server)
+        self.roles.append(role)
+        role.start()
+        return role
+
+    def start_all(self) -> None:
+        py = self.python
+        inference_port = free_port()
+        inference_url = f"http://127.0.0.1:{inference_port}"
+        inference_argv = [
+            py,
+            "-m",
+            "rlrun.runtime.inference",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(inference_port),
+        ]
+        inference = self._role("inference", inference_argv, server=True)
+        self._wait_healthy(inference, inference_url)
+        env_urls = []
+        for i in range(self.cfg.env_workers.replicas):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            worker = self._role(
+                f"env-worker-{i}",
+                [py, "-m", "rlrun.runtime.envs", "--host", "127.0.0.1", "--port", str(port),
+                 "--inference-url", inference_url],
+                server=True,
+            )  # fmt: skip
+            self._wait_healthy(worker, url)
+            env_urls.append(url)
+        self._role(
+            "trainer",
+            [py, "-m", "torch.distributed.run", "--nnodes", "1",
+             "--nproc-per-node", str(self.cfg.trainer.processes_per_node), "--max-restarts", "0",
+             "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+             "-m", "rlrun.runtime.trainer", "--inference-url", inference_url],
+            server=False,
+        )  # fmt: skip
+        self._role(
+            "orchestrator",
+            [py, "-m", "rlrun.runtime.orchestrator", "--status-port", str(free_port()),
+             "--inference-url", inference_url, *[a for u in env_urls for a in ("--env-worker-url", u)]],
+            server=False,
+        )  # fmt: skip
+
+    def _wait_healthy(self, role: Role, url: str) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self.check_roles()
+            try:
+                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RoleFailed(role.name, None, f"not healthy at {url}/health after {HEALTH_TIMEOUT_SECONDS:g}s\n"
+                         + role.tail())  # fmt: skip
+
+    def role(self, name: str) -> Role:
+        return next(r for r in self.roles if r.name == name)
+
+    def check_roles(self) -> None:
+        """Raise RoleFailed for a server that exited or a job that exited non-zero."""
+        for role in self.roles:
+            code = role.proc.poll() if role.proc else None
+            if code is not None and (role.server or code != 0):
+                raise RoleFailed(role.name, code, role.tail())
+
+    def progress(self) -> Progress | None:
+        try:
+            return Progress.model_validate_json((self.run_dir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait(self, on_progress: Callable[[Progress], None], poll: float = 0.25) -> Progress:
+        """Until orchestrator and trainer both finished successfully; returns the final progress."""
+        orchestrator, trainer = self.role("orchestrator"), self.role("trainer")
+        finish_deadline: float | None = None
+        while True:
+            self.check_roles()
+            if (p := self.progress()) is not None:
+                on_progress(p)
+            done = [r.proc is not None and r.proc.poll() == 0 for r in (orchestrator, trainer)]
+            if all(done):
+                final = self.progress()
+                if final is None or final.state != "succeeded":
+                    raise RoleFailed(
+                        "orchestrator", 0, "exited without reporting success\n" + orchestrator.tail()
+                    )
+                return final
+            if any(done) and finish_deadline is None:
+                finish_deadline = time.monotonic() + FINISH_TIMEOUT_SECONDS
+            if finish_deadline is not None and time.monotonic() > finish_deadline:
+                laggard = trainer if done[0] else orchestrator
+                raise RoleFailed(laggard.name, None, f"did not finish within {FINISH_TIMEOUT_SECONDS:g}s "
+                                 "of the other\n" + laggard.tail())  # fmt: skip
+            time.sleep(poll)
+
+    def stop_all(self) -> None:
+        for role in reversed(self.roles):
+            role.stop(STOP_GRACE_SECONDS)
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def reward_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    """Per-step mean reward from the orchestrator's metrics (the last record wins after a resume)."""
+    by_step = {r["step"]: r["reward_mean"] for r in read_jsonl(run_dir / "orchestrator" / "metrics.jsonl")}
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def save_reward_curve(run_dir: Path, chance: float | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, rewards = reward_curve(run_dir)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, rewards, label="reward mean")
+    if chance is not None:
+        ax.axhline(chance, linestyle="--", color="grey", label=f"image-blind ceiling ({chance:.2f})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right")
+    ax.set_title(run_dir.name)
+    fig.tight_layout()
+    path = run_dir / "reward_curve.png"
+    tmp = path.with_name(".reward_curve.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
+    steps, rewards = reward_curve(run_dir)
+    head = rewards[: max(1, len(rewards) // 10)]
+    tail = rewards[-max(1, len(rewards) // 10) :]
+    trainer = read_jsonl(run_dir / "trainer" / "metrics_rank0.jsonl")
+    return {
+        "steps": len(steps),
+        "reward_first": sum(head) / len(head) if head else None,
+        "reward_last": sum(tail) / len(tail) if tail else None,
+        "seconds": seconds,
+        "trainer_step_seconds": sum(r["time_step_s"] for r in trainer) / len(trainer) if trainer else None,
+        "run_dir": str(run_dir),
+    }
+
+
+def run_local(
+    cfg: RuntimeConfig, resume: bool = False, on_progress: Callable[[Progress], None] = lambda p: None
+) -> dict[str, Any]:
+    """Run `cfg` to completion as local processes; raises RoleFailed (after stopping everything)."""
+    started = time.monotonic()
+    run = LocalRun(cfg, resume=resume)
+    run.prepare()
+    try:
+        run.build_model()
+        run.start_all()
+        run.wait(on_progress)
+    finally:
+        run.stop_all()
+    save_reward_curve(run.run_dir)
+    return summarize(run.run_dir, time.monotonic() - started)

@@ -1,0 +1,5 @@
+import sys
+
+from rlrun.runtime.orchestrator.main import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from rlrun.runtime.trainer.main import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""A received `MicroBatch` -> model-ready tensors on this rank's device.
+
+Multimodal micro-batches get their pixels here: from refs through the materializer (the deferred path,
+images decoded once per distinct file) or by decoding the orchestrator's mm_kwargs. Before any forward
+the image-token count is checked against the grids, so a skewed processor fails loudly on this rank
+(and, through the fail-together barrier, on all ranks) instead of inside a collective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlrun.runtime.wire import MicroBatch
+
+
+@dataclass
+class MicroBatchTensors:
+    input_ids: torch.Tensor  # long [rows, seq]
+    attention_mask: torch.Tensor  # long [rows, seq]
+    loss_mask: torch.Tensor  # bool [rows, seq]
+    advantages: torch.Tensor  # float32 [rows, seq]
+    inference_logprobs: torch.Tensor  # float32 [rows, seq]
+    model_kwargs: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # pixel_values, grids, mm_token_type_ids
+
+
+def _grid(data: bytes, dtype: Any, mb: MicroBatch) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(mb.rows, mb.seq_len).copy())
+
+
+def to_tensors(
+    mb: MicroBatch, materializer: Any, image_token_id: int, device: torch.device
+) -> MicroBatchTensors:
+    tensors = MicroBatchTensors(
+        input_ids=_grid(mb.input_ids, np.int32, mb).long(),
+        attention_mask=_grid(mb.attention_mask, np.uint8, mb).long(),
+        loss_mask=_grid(mb.loss_mask, np.uint8, mb).bool(),
+        advantages=_grid(mb.advantages, np.float32, mb),
+        inference_logprobs=_grid(mb.inference_logprobs, np.float32, mb),
+    )
+    if mb.is_multimodal:
+        tensors.model_kwargs = _pixels(mb, materializer, tensors.input_ids, image_token_id)
+    for name in ("input_ids", "attention_mask", "loss_mask", "advantages", "inference_logprobs"):
+        setattr(tensors, name, getattr(tensors, name).to(device))
+    tensors.model_kwargs = {k: v.to(device) for k, v in tensors.model_kwargs.items()}
+    return tensors
+
+
+def _pixels(
+    mb: MicroBatch, materializer: Any, input_ids: torch.Tensor, image_token_id: int
+) -> dict[str, torch.Tensor]:
+    from rlrun.runtime.mm import check_image_tokens, decode_mm_kwargs, mm_token_type_ids
+
+    if mb.mm_refs is not None:
+        if materializer is None:
+            raise ValueError(
+                "received mm_refs but this trainer has no materializer: orchestrator/trainer "
+                "multimodal.deferMaterialization mismatch"
+            )
+        pixels = materializer.materialize(mb.mm_refs)
+    else:
+        pixels = decode_mm_kwargs(mb.mm_kwargs)
+    kwargs = {k: torch.as_tensor(v) for k, v in pixels.items()}
+    check_image_tokens(input_ids, kwargs["image_grid_thw"], image_token_id)
+    kwargs["mm_token_type_ids"] = torch.as_tensor(mm_token_type_ids(input_ids, image_token_id))
+    return kwargs

@@ -1,0 +1,217 @@
+"""The trainer role: one torchrun rank (`torchrun -m rlrun.runtime.trainer` or `rlrun-trainer`).
+
+Per step n (0-based) every rank trains on batch n and the policy becomes version n+1:
+  rank 0 reads `rollouts/step_<n>` and packs per-rank micro-batches, the fan-out publishes them, every
+  rank materializes pixels from refs (or decodes mm_kwargs), the step's loss-token count is summed across
+  ranks, forward/backward per micro-batch, gradients summed, clipped, optimizer step; rank 0 exports
+  `weights/step_<n+1>` and asks inference to reload it. Every `checkpointInterval` steps a checkpoint with
+  a DONE marker is written; a restarted trainer resumes from the last complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from rlrun.runtime.config import RuntimeConfig
+from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
+from rlrun.runtime.trainer.checkpoint import latest_complete, load_checkpoint, save_checkpoint
+from rlrun.runtime.trainer.loss import policy_loss, token_logprobs
+from rlrun.runtime.trainer.model import (
+    full_model_state,
+    full_state,
+    load_policy,
+    restore_state,
+    shard_if_cuda,
+    sum_gradients,
+)
+from rlrun.runtime.trainer.packing import distribute
+from rlrun.runtime.trainer.weights import export_weights, request_reload
+from rlrun.runtime.transport.failfast import FanOut, fail_together
+from rlrun.runtime.transport.handoff import read_batch
+from rlrun.runtime.wire import MicroBatch
+
+log = logging.getLogger("rlrun.trainer")
+INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
+
+
+class Trainer:
+    """State of one rank across steps; `run` is the whole role."""
+
+    def __init__(self, cfg: RuntimeConfig, inference_urls: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.inference_urls = list(inference_urls)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else (torch.device("cpu"))
+        )
+        run_dir = cfg.run_dir
+        self.rollouts_dir = run_dir / "rollouts"
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.weights_dir = run_dir / "weights"
+        self.metrics_path = run_dir / "trainer" / f"metrics_rank{self.rank}.jsonl"
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        model_path = _model_path(cfg)
+        self.model = load_policy(model_path, self.device)
+        self.image_token_id = int(self.model.config.image_token_id)
+        self.materializer = _materializer(cfg, model_path)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.orchestrator.learning_rate)
+        self.start = latest_complete(self.ckpt_dir) or 0
+        if self.start:
+            restore_state(self.model, self.optimizer, load_checkpoint(self.ckpt_dir, self.start))
+            log.info("rank %d resumed from checkpoint step %d", self.rank, self.start)
+        self.sharded = shard_if_cuda(self.model, self.device)
+        self.fanout = FanOut(
+            cfg.transport,
+            dist.distributed_c10d._get_default_store(),
+            self.rank,
+            self.world,
+            start_step=self.start,
+        )
+
+    def run(self) -> None:
+        try:
+            if self.start:  # inference restarted from the base model: serve the resumed weights again
+                self._publish_weights(self.start)
+            for step in range(self.start, self.cfg.orchestrator.max_steps):
+                self.train_step(step)
+        finally:
+            self.fanout.close()
+
+    def _pack(self, step: int) -> list[list[MicroBatch]]:
+        batch = read_batch(self.rollouts_dir, step)
+        return distribute(batch.samples, self.cfg.trainer.micro_batch_size, self.world)
+
+    def train_step(self, step: int) -> None:
+        t0 = time.perf_counter()
+        mbs = fail_together(
+            "Training-batch wait failed", lambda: self.fanout.exchange(step, lambda: self._pack(step))
+        )
+        t_wait = time.perf_counter()
+        tensors = fail_together("Training-batch load failed", lambda: [self._load(mb) for mb in mbs])
+        t_load = time.perf_counter()
+        local_tokens = sum(int(t.loss_mask.sum()) for t in tensors)
+        tokens = torch.tensor([local_tokens], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tokens, op=dist.ReduceOp.SUM)
+        normalizer = float(tokens.item()) / (self.world if self.sharded else 1)
+        stats = [self._forward_backward(t, normalizer) for t in tensors]
+        if not self.sharded:
+            sum_gradients(self.model)
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.max_grad_norm)
+        )
+        if normalizer > 0:  # an all-degenerate step has no signal: keep Adam's moments untouched
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        version = step + 1
+        t_train = time.perf_counter()
+        self._publish_weights(version)
+        if version % self.cfg.trainer.checkpoint_interval == 0 or version == self.cfg.orchestrator.max_steps:
+            state = full_state(self.model, self.optimizer)
+            if self.rank == 0:
+                save_checkpoint(self.ckpt_dir, version, state)
+            dist.barrier()
+        self._log_metrics(step, mbs, stats, grad_norm, t0, t_wait, t_load, t_train)
+
+    def _load(self, mb: MicroBatch) -> MicroBatchTensors:
+        return to_tensors(mb, self.materializer, self.image_token_id, self.device)
+
+    def _forward_backward(self, t: MicroBatchTensors, normalizer: float) -> dict[str, float]:
+        out = self.model(
+            input_ids=t.input_ids, attention_mask=t.attention_mask, use_cache=False, **t.model_kwargs
+        )
+        logprobs = token_logprobs(out.logits, t.input_ids, self.cfg.orchestrator.temperature)
+        loss, stats = policy_loss(
+            logprobs,
+            t.inference_logprobs,
+            t.advantages,
+            t.loss_mask,
+            self.cfg.trainer.clip_epsilon,
+            normalizer,
+        )
+        loss.backward()
+        return {"loss": float(loss), "loss_tokens": stats.loss_tokens, "clip_fraction": stats.clip_fraction}
+
+    def _publish_weights(self, version: int) -> None:
+        state = full_model_state(self.model)
+        if self.rank == 0:
+            path = export_weights(self.weights_dir, version, state)
+            request_reload(self.inference_urls, path, version)
+        dist.barrier()
+
+    def _log_metrics(self, step: int, mbs: list[MicroBatch], stats: list[dict[str, float]], grad_norm: float,
+                     t0: float, t_wait: float, t_load: float, t_train: float) -> None:  # fmt: skip
+        record: dict[str, Any] = {
+            "step": step,
+            "rank": self.rank,
+            "world_size": self.world,
+            "micro_batches": len(mbs),
+            "samples": sum(mb.num_samples for mb in mbs),
+            "mm_refs_micro_batches": sum(mb.mm_refs is not None for mb in mbs),
+            "mm_kwargs_micro_batches": sum(mb.mm_kwargs is not None for mb in mbs),
+            "pixel_bytes_received": sum(
+                len(t.data) for mb in mbs if mb.mm_kwargs for t in mb.mm_kwargs.values()
+            ),
+            "images_materialized": sum(len(mb.mm_refs.uris) for mb in mbs if mb.mm_refs is not None),
+            "loss": sum(s["loss"] for s in stats),
+            "loss_tokens": sum(s["loss_tokens"] for s in stats),
+            "clip_fraction": float(np.mean([s["clip_fraction"] for s in stats])) if stats else 0.0,
+            "grad_norm": grad_norm,
+            "time_wait_s": t_wait - t0,
+            "time_load_s": t_load - t_wait,
+            "time_train_s": t_train - t_load,
+            "time_step_s": time.perf_counter() - t0,
+        }
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _model_path(cfg: RuntimeConfig) -> Path | str:
+    from rlrun.runtime.models.tiny import resolve_model
+
+    return resolve_model(cfg.model.name, cfg.run_dir, seed=cfg.orchestrator.seed)
+
+
+def _materializer(cfg: RuntimeConfig, model_path: Path | str) -> Any:
+    from rlrun.runtime.mm import Materializer, load_image_processor
+
+    mm = cfg.multimodal
+    return Materializer(load_image_processor(model_path), mm.materialize_concurrency, mm.missing_image_policy)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlrun-trainer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
+    parser.add_argument(
+        "--inference-url",
+        action="append",
+        default=[u for u in os.environ.get(INFERENCE_URLS_ENV, "").split(",") if u],
+        help=f"inference server to reload after each step (repeatable; default ${INFERENCE_URLS_ENV})",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s trainer[%(process)d] %(levelname)s %(message)s"
+    )
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = RuntimeConfig.load(args.config)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    try:
+        Trainer(cfg, args.inference_url).run()
+    finally:
+        dist.destroy_process_group()
+    return 0
