@@ -1,0 +1,233 @@
+"""The only module that talks to the Kubernetes API: apply, create, list, patch, delete, events.
+
+Calls are plain REST through the official client's `ApiClient` (no discovery round trips), every one with
+a request timeout, and they are synchronous: the async side calls them through `asyncio.to_thread`.
+Children are written with server-side apply under one field manager, so re-applying is idempotent and
+fields set by others (HPA replicas, Kueue's `suspend`) are never silently clobbered except where the
+operator owns them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from rlrun.operator.names import (
+    API_VERSION,
+    APP_NAME,
+    FIELD_MANAGER,
+    KIND,
+    LABEL_INSTANCE,
+    LABEL_NAME,
+    PLURAL,
+)
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("batch/v1", "Job"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    plural = PLURAL if (api_version, kind) == (API_VERSION, KIND) else _plural(kind)
+    return f"{prefix}/namespaces/{namespace}/{plural}"
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A client for `kubeconfig`, else $KUBECONFIG/~/.kube/config, else the in-cluster service account."""
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        config.load_incluster_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Typed-enough wrappers over the few REST calls the operator makes."""
+
+    def __init__(
+        self, api: client.ApiClient, field_manager: str = FIELD_MANAGER, timeout: float = REQUEST_TIMEOUT
+    ):
+        self.api, self.field_manager, self.timeout = api, field_manager, timeout
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        resp = self.api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        data = resp[0].data if isinstance(resp, tuple) else resp.data
+        return json.loads(data) if data else {}
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"{collection_path(API_VERSION, KIND, namespace)}/{name}")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list_children(self, namespace: str, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(children of every managed kind, pods) carrying the run's instance label."""
+        selector = [("labelSelector", f"{LABEL_NAME}={APP_NAME},{LABEL_INSTANCE}={run}")]
+        objects: list[dict[str, Any]] = []
+        for api_version, kind in CHILD_KINDS:
+            items = self._call("GET", collection_path(api_version, kind, namespace), query=selector)["items"]
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+            objects.extend(items)
+        pods = self._call("GET", collection_path("v1", "Pod", namespace), query=selector)["items"]
+        return objects, pods
+
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        try:
+            secret = self._call("GET", f"{collection_path('v1', 'Secret', namespace)}/{name}")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        value = (secret.get("data") or {}).get(key)
+        return base64.b64decode(value) if value else None
+
+    # ----------------------------------------------------------------------------------------- writes
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj` as the operator's field manager (conflicts forced: the spec wins)."""
+        meta = obj["metadata"]
+        path = f"{collection_path(obj['apiVersion'], obj['kind'], meta['namespace'])}/{meta['name']}"
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        return self._call("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create `obj`; False when it already exists (a concurrent or earlier pass made it)."""
+        meta = obj["metadata"]
+        try:
+            self._call(
+                "POST",
+                collection_path(obj["apiVersion"], obj["kind"], meta["namespace"]),
+                body=obj,
+                query=[("fieldManager", self.field_manager)],
+            )
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def create_progress_secret(
+        self, owner: dict[str, Any], name: str, key: str, labels: dict[str, str]
+    ) -> bool:
+        """The per-run bearer token the orchestrator presents when it pushes progress."""
+        meta = owner["metadata"]
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "type": "Opaque",
+            "stringData": {key: secrets.token_urlsafe(32)},
+        }
+        return self.create(secret)
+
+    def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> None:
+        path = f"{collection_path(api_version, kind, namespace)}/{name}"
+        self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    def patch_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        path = f"{collection_path(API_VERSION, KIND, namespace)}/{name}/status"
+        self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete with background propagation (owned pods go via GC); False when already gone."""
+        path = f"{collection_path(api_version, kind, namespace)}/{name}"
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            self._call("DELETE", path, body=body)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the RLRun (what `kubectl describe rlr` shows)."""
+        meta = owner["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.field_manager},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self.field_manager,
+        }
+        self._call("POST", collection_path("v1", "Event", meta["namespace"]), body=body)
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

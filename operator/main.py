@@ -1,0 +1,147 @@
+"""Run the operator: kopf in one event loop, the progress endpoint beside it, metrics on their own port.
+
+    rlrun operator --namespace team-a                 # watch one namespace
+    rlrun operator --all-namespaces --peering rlrun   # cluster-wide, HA via kopf peering
+    rlrun operator --kubeconfig ~/.kube/dev --progress-port 8081 --metrics-port 9090
+
+Tests run `OperatorThread(config)` in-process (start()/stop(), bounded) or the command as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import kopf
+from aiohttp import web
+
+from rlrun.operator.handlers import register
+from rlrun.operator.kube import Kube, load_api_client
+from rlrun.operator.progress import ProgressStore, progress_app
+from rlrun.operator.restarts import StallPolicy
+from rlrun.operator.runner import Reconciler
+
+log = logging.getLogger("rlrun.operator")
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)
+    """Empty = cluster-wide."""
+    kubeconfig: str | None = None
+    progress_host: str = "0.0.0.0"
+    progress_port: int = 8081
+    progress_url: str | None = None
+    """How pods reach the progress endpoint (the operator Service); None = not injected."""
+    metrics_port: int | None = None
+    liveness_port: int | None = None
+    interval_seconds: float = 10.0
+    """Timer period of the level-based pass (child events trigger passes sooner)."""
+    stall: StallPolicy = field(default_factory=StallPolicy)
+    peering: str | None = None
+    """kopf peering object name for HA; None = standalone."""
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(
+    config: OperatorConfig,
+    stop: threading.Event,
+    ready: threading.Event | None = None,
+    on_bound: Callable[[int], None] | None = None,
+) -> None:
+    """Run until `stop` is set. `on_bound` gets the progress port (useful with port 0)."""
+    api = load_api_client(config.kubeconfig)
+    kube = Kube(api)
+    store = ProgressStore()
+    reconciler = Reconciler(kube, store, config.stall, config.progress_url)
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler, api, config.interval_seconds)
+    runner = web.AppRunner(progress_app(store, reconciler.token_of, reconciler.poke_soon), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.progress_host, config.progress_port)
+    await site.start()
+    port = runner.addresses[0][1]
+    log.info("progress endpoint listening on http://%s:%d", config.progress_host, port)
+    if on_bound:
+        on_bound(port)
+    if config.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port)
+    liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    finally:
+        await runner.cleanup()
+        api.close()
+
+
+class OperatorThread:
+    """The operator in a background thread with its own loop: for tests and benchmarks."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config, self.stop_flag, self.ready_flag = config, threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+        self.progress_port = 0
+        self.thread = threading.Thread(target=self._run, name="rlrun-operator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(serve(self.config, self.stop_flag, self.ready_flag, self._bound))
+        except BaseException as e:  # surfaced by start()/stop()
+            self.error = e
+            self.ready_flag.set()
+
+    def _bound(self, port: int) -> None:
+        self.progress_port = port
+
+    def start(self, timeout: float = 30) -> OperatorThread:
+        self.thread.start()
+        if not self.ready_flag.wait(timeout) or self.error:
+            self.stop()
+            raise RuntimeError(f"operator did not start within {timeout}s") from self.error
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"operator thread did not stop within {timeout}s")
+
+
+def run(config: OperatorConfig, verbose: bool = False) -> int:
+    setup_logging(verbose)
+    stop = threading.Event()
+    try:
+        asyncio.run(serve(config, stop))
+    except KeyboardInterrupt:
+        stop.set()
+    return 0

@@ -1,0 +1,120 @@
+"""Sort the listed children of one RLRun into a small struct, once per reconcile pass.
+
+Every decision of a pass (restart, completion, readiness, what to recreate) reads this struct, never the
+raw lists, so the decisions are pure and table-testable (JobSet's `childJobs`). Pods are only looked at
+for the two Job components, and only those owned by the *current* Job object: pods of a torn-down attempt
+may linger while garbage collection catches up and must not count as a fresh failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlrun.operator.names import (
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_TRAINER_ATTEMPT,
+)
+
+LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
+"""On the orchestrator Job and its pods: which restart attempt they belong to (set by reconcile)."""
+
+ATTEMPT_LABELS = {"trainer": LABEL_TRAINER_ATTEMPT, "orchestrator": LABEL_ORCHESTRATOR_ATTEMPT}
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a pass needs to know about one child Job."""
+
+    name: str
+    uid: str
+    attempt: int
+    suspended: bool
+    parallelism: int
+    active: int
+    ready: int
+    succeeded: int
+    failed: int
+    complete: bool
+    failed_reason: str | None
+    """Reason of the Job's `Failed=True` condition (e.g. BackoffLimitExceeded), None while not failed."""
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    name: str
+    desired: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class Children:
+    """The observed children of one run: (kind, name) of everything, plus states of the workloads."""
+
+    keys: frozenset[tuple[str, str]] = frozenset()
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    deployments: dict[str, DeploymentState] = field(default_factory=dict)
+    failed_pods: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Component -> names of Failed pods (evicted included) of the component's current Job."""
+
+    def has(self, kind: str, name: str) -> bool:
+        return (kind, name) in self.keys
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _job_state(obj: dict[str, Any], component: str) -> JobState:
+    meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    return JobState(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        attempt=_int((meta.get("labels") or {}).get(ATTEMPT_LABELS[component])),
+        suspended=bool(spec.get("suspend")),
+        parallelism=_int(spec.get("parallelism", 1)),
+        active=_int(status.get("active")),
+        ready=_int(status.get("ready")),
+        succeeded=_int(status.get("succeeded")),
+        failed=_int(status.get("failed")),
+        complete="Complete" in conditions or "SuccessCriteriaMet" in conditions,
+        failed_reason=(failed.get("reason") or "Failed") if failed else None,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def observe(objects: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> Children:  # type: ignore[assignment]
+    """Sort children (any kinds) and the run's pods; objects being deleted still count as present
+    (recreating a name that is still terminating would fail with a conflict)."""
+    keys: set[tuple[str, str]] = set()
+    jobs: dict[str, JobState] = {}
+    deployments: dict[str, DeploymentState] = {}
+    for obj in objects:
+        kind, meta = obj["kind"], obj["metadata"]
+        keys.add((kind, meta["name"]))
+        component = (meta.get("labels") or {}).get(LABEL_COMPONENT, "")
+        if kind == "Job" and component in ATTEMPT_LABELS:
+            jobs[component] = _job_state(obj, component)
+        elif kind == "Deployment":
+            spec, status = obj.get("spec", {}), obj.get("status", {})
+            deployments[component] = DeploymentState(
+                meta["name"], _int(spec.get("replicas", 1)), _int(status.get("readyReplicas"))
+            )
+    current_uids = {job.uid: component for component, job in jobs.items() if not job.deleting}
+    failed: dict[str, list[str]] = {}
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Failed":
+            continue
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job" and ref.get("uid") in current_uids:
+                failed.setdefault(current_uids[ref["uid"]], []).append(pod["metadata"]["name"])
+    return Children(
+        keys=frozenset(keys),
+        jobs=jobs,
+        deployments=deployments,
+        failed_pods={c: tuple(sorted(names)) for c, names in failed.items()},
+    )

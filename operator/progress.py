@@ -1,0 +1,134 @@
+"""Progress intake: the orchestrator PUSHES `Progress` reports to the operator over HTTP.
+
+Push, not poll, because the operator often runs outside the cluster (development, tests) where pod IPs
+are unreachable, while pods can always reach the operator's Service. Each run has a bearer token in the
+Secret `<run>-progress` (made by the operator, injected into the orchestrator as RLRUN_PROGRESS_TOKEN).
+
+    POST /v1/namespaces/<ns>/rlruns/<name>/progress   Authorization: Bearer <token>   body: Progress JSON
+    -> 202 accepted | 409 older than what the operator holds | 400 bad body | 401 bad token
+
+Reports older than the newest one held (`(attempt, step, updatedAt)` order), or from an attempt older than
+the run's current orchestrator attempt, are refused so a straggler never rewinds `status.progress`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY, ProgressView
+from rlrun.operator.status import parse_time
+from rlrun.runtime.config import Progress
+
+STATUS_FIELDS = ("step", "maxSteps", "rewardMean", "samplesPerSecond", "policyLag", "updatedAt", "attempt")
+STEP_HISTORY = 32
+
+Key = tuple[str, str]
+
+
+def _order(report: dict[str, Any]) -> tuple[int, int, datetime]:
+    updated = parse_time(report.get("updatedAt")) or datetime.min.replace(tzinfo=UTC)
+    return int(report.get("attempt") or 0), int(report.get("step") or 0), updated
+
+
+def to_status(progress: Progress) -> dict[str, Any]:
+    """The subset of a report that `status.progress` holds (camelCase, times in RFC 3339)."""
+    data = progress.model_dump(by_alias=True, mode="json")
+    data["updatedAt"] = progress.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {k: data.get(k) for k in STATUS_FIELDS}
+
+
+@dataclass
+class _RunProgress:
+    report: dict[str, Any] | None = None
+    step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+    last_advance: datetime | None = None
+    min_attempt: int = 0
+
+
+class ProgressStore:
+    """Newest report per run, recent step durations and when the step last advanced (operator clock)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[Key, _RunProgress] = {}
+
+    def offer(self, key: Key, progress: Progress, now: datetime) -> str | None:
+        """Keep `progress` if it is newer; returns None when kept, else why it was refused."""
+        entry = self._runs.setdefault(key, _RunProgress())
+        report = to_status(progress)
+        if progress.attempt < entry.min_attempt:
+            return f"attempt {progress.attempt} is older than the orchestrator's attempt {entry.min_attempt}"
+        if entry.report is not None and _order(report) <= _order(entry.report):
+            return (
+                f"(attempt, step) = ({progress.attempt}, {progress.step}) is not newer than the report held"
+            )
+        if (
+            entry.report is None
+            or progress.step > int(entry.report.get("step") or 0)
+            or entry.last_advance is None
+        ):
+            entry.last_advance = now
+            if progress.step_seconds is not None:
+                entry.step_seconds.append(progress.step_seconds)
+        entry.report = report
+        return None
+
+    def view(self, key: Key, stored: dict[str, Any] | None, current_attempt: int) -> ProgressView:
+        """What a reconcile pass sees; seeds from status after an operator restart."""
+        entry = self._runs.setdefault(key, _RunProgress())
+        entry.min_attempt = current_attempt
+        if stored and (entry.report is None or _order(stored) > _order(entry.report)):
+            entry.report = dict(stored)
+            entry.last_advance = entry.last_advance or parse_time(stored.get("updatedAt"))
+        return ProgressView(entry.report, tuple(entry.step_seconds), entry.last_advance)
+
+    def forget(self, key: Key) -> None:
+        self._runs.pop(key, None)
+
+
+TokenLookup = Callable[[str, str], Awaitable[bytes | None]]
+Poke = Callable[[str, str], None]
+
+
+def progress_app(store: ProgressStore, token_of: TokenLookup, poke: Poke) -> web.Application:
+    """The aiohttp app serving the progress endpoint (and /healthz for probes)."""
+
+    async def post(request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        auth = request.headers.get("Authorization", "")
+        token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
+        given = auth.removeprefix("Bearer ").encode()
+        if token is None or not auth.startswith("Bearer ") or not hmac.compare_digest(given, token):
+            return web.json_response(
+                {"error": f"bad or missing bearer token for rlrun {ns}/{name}"}, status=401
+            )
+        try:
+            progress = Progress.model_validate_json(await request.read())
+        except ValidationError as e:
+            return web.json_response({"error": f"body is not a Progress report: {e}"}, status=400)
+        if progress.run_id != name:
+            msg = f"report runId {progress.run_id!r} does not match rlrun {name!r}"
+            return web.json_response({"error": msg}, status=400)
+        refused = store.offer((ns, name), progress, datetime.now(UTC))
+        if refused:
+            return web.json_response({"accepted": False, "reason": refused}, status=409)
+        poke(ns, name)
+        return web.json_response({"accepted": True}, status=202)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/v1/namespaces/{namespace}/rlruns/{name}/progress", post)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+__all__ = ["PROGRESS_TOKEN_KEY", "ProgressStore", "progress_app", "to_status"]

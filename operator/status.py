@@ -1,0 +1,173 @@
+"""RLRun status as a typed working copy, conditions with honest transition times, readiness. Pure.
+
+A pass loads the stored status into `RunStatus`, every decision edits that copy, and the operator writes
+it back once (JobSet's one-write-per-pass). `set_condition` moves `lastTransitionTime` only when a
+condition's status flips, so a message refresh never looks like a transition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rlrun.operator.observe import Children
+from rlrun.operator.restarts import GroupState
+
+PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Running", "Succeeded", "Failed", "Suspended"
+TERMINAL = frozenset({SUCCEEDED, FAILED})
+
+COMPONENT_CONDITIONS = {
+    "inference": "InferenceReady",
+    "env-workers": "EnvWorkersReady",
+    "orchestrator": "OrchestratorReady",
+    "trainer": "TrainerReady",
+}
+STATUS_COMPONENT_KEYS = {
+    "inference": "inference",
+    "env-workers": "envWorkers",
+    "orchestrator": "orchestrator",
+    "trainer": "trainer",
+}
+
+
+def fmt_time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+@dataclass
+class RunStatus:
+    """Mutable working copy of `RLRun.status` for one pass.
+
+    `restarts` in status counts trainer-group plus orchestrator restarts (the printer column); the trainer
+    part is `restarts - orchestratorRestarts`. `*NotBefore` hold the backoff deadline of the next attempt.
+    """
+
+    phase: str = PENDING
+    reason: str = ""
+    message: str = ""
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    observed_generation: int = 0
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    trainer: GroupState = field(default_factory=GroupState)
+    orchestrator: GroupState = field(default_factory=GroupState)
+    components: dict[str, dict[str, int]] = field(default_factory=dict)
+    progress: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RunStatus:
+        data = data or {}
+        orchestrator_restarts = int(data.get("orchestratorRestarts") or 0)
+        return cls(
+            phase=data.get("phase") or PENDING,
+            reason=data.get("reason") or "",
+            message=data.get("message") or "",
+            conditions=[dict(c) for c in data.get("conditions") or []],
+            observed_generation=int(data.get("observedGeneration") or 0),
+            start_time=parse_time(data.get("startTime")),
+            completion_time=parse_time(data.get("completionTime")),
+            trainer=GroupState(
+                int(data.get("restarts") or 0) - orchestrator_restarts,
+                int(data.get("trainerAttempt") or 0),
+                parse_time(data.get("trainerNotBefore")),
+            ),
+            orchestrator=GroupState(
+                orchestrator_restarts,
+                int(data.get("orchestratorAttempt") or orchestrator_restarts),
+                parse_time(data.get("orchestratorNotBefore")),
+            ),
+            components={k: dict(v) for k, v in (data.get("components") or {}).items()},
+            progress=dict(data["progress"]) if data.get("progress") else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "reason": self.reason,
+            "message": self.message,
+            "conditions": self.conditions,
+            "observedGeneration": self.observed_generation,
+            "startTime": fmt_time(self.start_time),
+            "completionTime": fmt_time(self.completion_time),
+            "restarts": self.trainer.restarts + self.orchestrator.restarts,
+            "trainerAttempt": self.trainer.attempt,
+            "trainerNotBefore": fmt_time(self.trainer.not_before),
+            "orchestratorRestarts": self.orchestrator.restarts,
+            "orchestratorAttempt": self.orchestrator.attempt,
+            "orchestratorNotBefore": fmt_time(self.orchestrator.not_before),
+            "components": self.components,
+            "progress": self.progress,
+        }
+
+    def condition(self, type_: str) -> dict[str, Any] | None:
+        return next((c for c in self.conditions if c.get("type") == type_), None)
+
+    def set_condition(self, type_: str, status: bool, reason: str, message: str, now: datetime) -> bool:
+        """Upsert a condition; returns True when its status flipped (a transition worth an Event)."""
+        value = "True" if status else "False"
+        current = self.condition(type_)
+        if current is None:
+            self.conditions.append(
+                {
+                    "type": type_,
+                    "status": value,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": fmt_time(now),
+                }
+            )
+            return True
+        flipped = current.get("status") != value
+        current.update(status=value, reason=reason, message=message)
+        if flipped or not current.get("lastTransitionTime"):
+            current["lastTransitionTime"] = fmt_time(now)
+        return flipped
+
+
+def component_counts(children: Children) -> dict[str, dict[str, int]]:
+    """Ready/desired per component, from the Deployments' and Jobs' own status."""
+    counts: dict[str, dict[str, int]] = {}
+    for component, key in STATUS_COMPONENT_KEYS.items():
+        if component in children.deployments:
+            dep = children.deployments[component]
+            counts[key] = {"ready": dep.ready, "desired": dep.desired}
+        elif component in children.jobs:
+            job = children.jobs[component]
+            desired = 0 if job.suspended else job.parallelism
+            counts[key] = {"ready": min(job.ready, desired), "desired": desired}
+        else:
+            counts[key] = {"ready": 0, "desired": 0}
+    return counts
+
+
+def readiness(children: Children) -> dict[str, tuple[bool, str, str]]:
+    """Component -> (ready, reason, message) for the per-component conditions."""
+    out: dict[str, tuple[bool, str, str]] = {}
+    for component in COMPONENT_CONDITIONS:
+        dep, job = children.deployments.get(component), children.jobs.get(component)
+        if dep is not None:
+            ok = dep.desired > 0 and dep.ready >= dep.desired
+            out[component] = (
+                ok,
+                "AllReplicasReady" if ok else "ReplicasNotReady",
+                f"{dep.ready}/{dep.desired} ready",
+            )
+        elif job is not None:
+            if job.suspended:
+                out[component] = (False, "Suspended", f"Job {job.name} is suspended")
+            else:
+                ok = job.ready >= job.parallelism > 0
+                reason = "AllPodsReady" if ok else "PodsNotReady"
+                out[component] = (
+                    ok,
+                    reason,
+                    f"{job.ready}/{job.parallelism} pods ready (attempt {job.attempt})",
+                )
+        else:
+            out[component] = (False, "Missing", f"no {component} workload exists yet")
+    return out
