@@ -10,6 +10,7 @@ Two modes, both ending in a URL that `stream_put` can PUT to:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -23,6 +24,20 @@ from rlrun.runtime.upload.put import UploadError, redact_text, redact_url
 PRESIGN_TOKEN_ENV = "RLRUN_PRESIGN_TOKEN"
 PRESIGN_TIMEOUT = httpx.Timeout(30.0)
 URL_TTL_S = 3600
+
+
+class DropSigningDetails(logging.Filter):
+    """botocore.auth logs the canonical request (with the access key id), the string to sign and the
+    signature itself at DEBUG; a presigned URL is a bearer credential, so those records never pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def _hide_signing_logs() -> None:
+    logger = logging.getLogger("botocore.auth")
+    if not any(isinstance(f, DropSigningDetails) for f in logger.filters):
+        logger.addFilter(DropSigningDetails())
 
 
 def object_key(prefix: str, run_id: str, step: int) -> str:
@@ -41,6 +56,7 @@ def s3_client_from_env(endpoint_url: str | None, region: str) -> Any:
             "sampleUpload.bucket is set but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both "
             "in the environment"
         )
+    _hide_signing_logs()
     config = Config(signature_version="s3v4", s3={"addressing_style": "path" if endpoint_url else "auto"})
     return botocore.session.get_session().create_client(
         "s3",
