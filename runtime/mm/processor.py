@@ -1,0 +1,93 @@
+"""The model's image processor and the geometry it implies (grids, patch sizes), from the model directory.
+
+Only the Qwen2-VL family processor is supported (Qwen2-VL and Qwen2.5-VL share it). The PIL variant is
+used on purpose: the "fast" one needs torchvision, and both must give identical pixels on the orchestrator
+and the trainer, so every role loads the processor the same way, from `<model_dir>/preprocessor_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from transformers import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+PROCESSOR_FILE = "preprocessor_config.json"
+SUPPORTED_TYPES = {"Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil", "Qwen2VLImageProcessorFast"}
+_REQUIRED = ("patch_size", "merge_size", "temporal_patch_size")
+
+
+def load_image_processor(model_dir: str | os.PathLike[str]) -> Qwen2VLImageProcessorPil:
+    """Load the Qwen2-VL image processor whose settings `<model_dir>/preprocessor_config.json` holds.
+
+    Raises FileNotFoundError naming the file when it is absent and ValueError naming the file and the
+    keys when settings are missing or the processor type is not a Qwen2-VL one: silently falling back
+    to library defaults would produce pixels (and grids) the inference server never saw.
+    """
+    path = Path(model_dir) / PROCESSOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the model directory must carry its image processor settings "
+            "(save them with image_processor.save_pretrained(model_dir))"
+        )
+    settings: dict[str, Any] = json.loads(path.read_text())
+    kind = settings.get("image_processor_type")
+    if kind not in SUPPORTED_TYPES:
+        raise ValueError(f"{path}: image_processor_type {kind!r} is not one of {sorted(SUPPORTED_TYPES)}")
+    missing = [key for key in _REQUIRED if key not in settings]
+    size = settings.get("size") or {}
+    if not (
+        {"shortest_edge", "longest_edge"} <= size.keys() or {"min_pixels", "max_pixels"} <= settings.keys()
+    ):
+        missing.append("size.shortest_edge/size.longest_edge (or min_pixels/max_pixels)")
+    if missing:
+        raise ValueError(f"{path}: missing image processor settings {missing}")
+    return Qwen2VLImageProcessorPil.from_pretrained(str(path.parent))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the processor settings imply for one image: its patch grid, token count and patch width."""
+
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    min_pixels: int
+    max_pixels: int
+    channels: int = 3
+
+    @classmethod
+    def of(cls, processor: Any) -> Geometry:
+        size = processor.size
+        return cls(
+            patch_size=int(processor.patch_size),
+            merge_size=int(processor.merge_size),
+            temporal_patch_size=int(processor.temporal_patch_size),
+            min_pixels=int(size["shortest_edge"]),
+            max_pixels=int(size["longest_edge"]),
+        )
+
+    @property
+    def patch_dim(self) -> int:
+        """Width of one `pixel_values` row."""
+        return self.channels * self.temporal_patch_size * self.patch_size * self.patch_size
+
+    def grid(self, width: int, height: int) -> tuple[int, int, int]:
+        """The (t, h, w) patch grid the processor produces for an image of this size, without decoding it."""
+        factor = self.patch_size * self.merge_size
+        resized_h, resized_w = smart_resize(height, width, factor, self.min_pixels, self.max_pixels)
+        return 1, resized_h // self.patch_size, resized_w // self.patch_size
+
+
+def process_image(processor: Any, image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Run the processor on one image: (`pixel_values` float32 [patches, patch_dim], its grid (t, h, w))."""
+    out = processor(images=[image])
+    pixels = np.ascontiguousarray(out["pixel_values"], dtype=np.float32)
+    t, h, w = (int(v) for v in np.asarray(out["image_grid_thw"]).reshape(-1, 3)[0])
+    return pixels, (t, h, w)
