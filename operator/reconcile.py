@@ -42,6 +42,7 @@ from rlrun.operator.status import (
 
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
+WORKLOAD_KINDS = ("Deployment", "Job")
 PROGRESS_SECRET_SUFFIX = "-progress"
 PROGRESS_TOKEN_KEY = "token"
 ATTEMPT_ENV = "RLRUN_ATTEMPT"
@@ -299,7 +300,7 @@ def _release(
     st = p.status
     for obj in desired:
         component, kind, name = _component(obj), obj["kind"], obj["metadata"]["name"]
-        if component not in WORKLOADS or not children.has(kind, name):
+        if kind not in WORKLOAD_KINDS or component not in WORKLOADS or not children.has(kind, name):
             continue
         if component == COMPONENT_ORCHESTRATOR and st.phase == SUCCEEDED:
             continue  # a finished Job holds no resources; keep it for its logs
