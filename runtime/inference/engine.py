@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rlrun.runtime.models.chat import mm_token_type_ids
+from rlrun.runtime.mm import mm_token_type_ids
 
 WEIGHTS_FILE = "model.safetensors"
 DONE_MARKER = "DONE"

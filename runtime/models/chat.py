@@ -2,8 +2,9 @@
 
 Without torchvision there is no `Qwen2VLProcessor`, so the caller expands image placeholders itself:
 each image becomes <|vision_start|> + <|image_pad|> x N + <|vision_end|>, N = t*h*w // merge**2 of the
-grid the image processor will produce. Rendering is the Qwen chat format without a default system prompt
-(shorter prompts; the tiny model has no prior to keep).
+grid the image processor will produce (`rlrun.runtime.mm` geometry, from the image size alone).
+Rendering is the Qwen chat format without a default system prompt (shorter prompts; the tiny model has
+no prior to keep).
 """
 
 from __future__ import annotations
@@ -15,27 +16,16 @@ from typing import Any
 
 from PIL import Image
 
+from rlrun.runtime.mm import Geometry
+from rlrun.runtime.mm import image_token_count as mm_image_token_count
+
 ImageLoader = Callable[[str], Image.Image]
 
 
 def image_token_count(image_processor: Any, image: Image.Image) -> int:
     """Number of <|image_pad|> tokens the Qwen2-VL processor's grid gives `image` (no pixels computed)."""
-    try:
-        from rlrun.runtime.mm import image_token_count as shared_count  # the multimodal helper's version
-    except ImportError:
-        shared_count = None
-    if shared_count is not None:
-        return int(shared_count(image_processor, image))
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    patch, merge = image_processor.patch_size, image_processor.merge_size
-    size = image_processor.size
-    min_pixels = size["shortest_edge"] if "shortest_edge" in size else size["min_pixels"]
-    max_pixels = size["longest_edge"] if "longest_edge" in size else size["max_pixels"]
-    height, width = smart_resize(
-        image.height, image.width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels
-    )
-    return (height // patch) * (width // patch) // merge**2
+    geometry = Geometry.of(image_processor)
+    return mm_image_token_count(geometry.grid(image.width, image.height), geometry.merge_size)
 
 
 def load_image_url(url: str) -> Image.Image:
@@ -96,8 +86,3 @@ def render_prompt(
         pieces.append("<|im_end|>\n")
     pieces.append("<|im_start|>assistant\n")
     return tokenizer.encode("".join(pieces), add_special_tokens=False), images
-
-
-def mm_token_type_ids(input_ids: Any, image_token_id: int) -> Any:
-    """0 for text, 1 for image tokens: transformers 5.x Qwen-VL needs it whenever image grids are passed."""
-    return (input_ids == image_token_id).to(input_ids.dtype)

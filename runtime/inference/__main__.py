@@ -1,0 +1,3 @@
+from rlrun.runtime.inference.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""`rlrun-inference`: the CPU engine behind the inference HTTP contract (see protocol.py).
+
+    rlrun-inference [--config rlrun-config.json] [--host 127.0.0.1] [--port 0] [--ready-file PATH]
+
+The model comes from the runtime config (`model.name`; the builtin tiny model is built once under the run
+dir). With `--ready-file`, the server writes {"url": ..., "port": ...} there atomically once it listens
+and the model is loaded, which is how `rlrun local` finds a server started on port 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from rlrun.runtime.inference.batching import MicroBatcher
+from rlrun.runtime.inference.engine import Completion, Engine, GenerationRequest
+from rlrun.runtime.inference.protocol import (
+    ChatCompletionRequest,
+    LoadWeightsRequest,
+    RequestError,
+    check_image_urls,
+    check_weights_path,
+    completion_response,
+    parse,
+)
+from rlrun.runtime.models.chat import load_image_url, render_prompt
+
+log = logging.getLogger("rlrun.inference")
+
+ENGINE = web.AppKey("engine", Engine)
+BATCHER = web.AppKey("batcher", MicroBatcher)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    asset_root: Path  # image URLs must resolve under it
+    run_dir: Path  # weight paths must resolve under it
+    model_name: str
+    batch_window_s: float = 0.005
+    max_batch_rows: int = 256
+
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"request body is not JSON: {err}") from None
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error", "code": 400}}, status=400
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as err:
+        return _bad_request(str(err))
+
+
+async def chat_completions(request: web.Request) -> web.Response:
+    app = request.app
+    engine, settings = app[ENGINE], app[SETTINGS]
+    body = parse(ChatCompletionRequest, await _json_body(request))
+    check_image_urls(body.messages, settings.asset_root)
+    try:
+        prompt_ids, images = render_prompt(
+            body.messages, engine.tokenizer, engine.image_processor, load_image_url
+        )
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise RequestError(f"cannot render messages: {err}") from None
+    gen = GenerationRequest(
+        prompt_ids, images, n=body.n, temperature=body.temperature, top_p=body.top_p,
+        max_tokens=body.token_limit, seed=body.seed,
+    )  # fmt: skip
+    completions, version = await app[BATCHER].submit(gen)
+    choices = [(c.token_ids, c.logprobs, c.finish_reason, engine.decode(c.token_ids)) for c in completions]
+    tokens = [[engine.tokenizer.decode([t]) for t in c.token_ids] for c in completions]
+    return web.json_response(
+        completion_response(
+            model=body.model or settings.model_name,
+            prompt_ids=prompt_ids,
+            choices=choices,
+            tokens=tokens,
+            version=version,
+            with_logprobs=body.logprobs,
+        )
+    )
+
+
+async def load_weights(request: web.Request) -> web.Response:
+    body = parse(LoadWeightsRequest, await _json_body(request))
+    path = check_weights_path(body.path, request.app[SETTINGS].run_dir)
+    engine = request.app[ENGINE]
+    try:
+        version = await request.app[BATCHER].call(engine.load_weights, path, body.version)
+    except (ValueError, FileNotFoundError) as err:
+        raise RequestError(str(err)) from None
+    log.info("loaded weights %s as version %d", path, version)
+    return web.json_response({"version": version})
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": request.app[ENGINE].version})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[BATCHER].stats.as_dict())
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": request.app[ENGINE].version})
+
+
+def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
+    """The aiohttp app around a loaded engine (callers load the engine first: /health means ready)."""
+
+    def run_batch(requests: list[GenerationRequest]) -> list[tuple[list[Completion], int]]:
+        results = engine.generate(requests)
+        return [(r, engine.version) for r in results]
+
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app[ENGINE] = engine
+    app[SETTINGS] = settings
+    app[BATCHER] = MicroBatcher(
+        run_batch, rows=lambda r: r.n, window_s=settings.batch_window_s, max_rows=settings.max_batch_rows
+    )
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        app[BATCHER].start()
+        yield
+        await app[BATCHER].stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/load_weights", load_weights)
+    app.router.add_get("/v1/version", version)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/health", health)
+    return app
+
+
+def write_ready_file(path: Path, host: str, port: int) -> None:
+    """Atomically publish where the server listens (temp file + rename: never read half-written)."""
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"url": f"http://{url_host}:{port}", "port": port, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
+    """Listen until SIGTERM/SIGINT, then shut down cleanly."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    log.info("inference listening on %s:%d", host, bound)
+    if ready_file:
+        write_ready_file(ready_file, host, bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlrun.runtime.config import RuntimeConfig
+    from rlrun.runtime.inference.engine import apply_thread_limit, default_device
+    from rlrun.runtime.models.tiny import resolve_model
+
+    parser = argparse.ArgumentParser(prog="rlrun-inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
+    parser.add_argument("--model", help="override model.name of the config")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-window-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch-rows", type=int, default=256)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    apply_thread_limit()
+    config = RuntimeConfig.load(args.config)
+    name = args.model or config.model.name
+    model_dir = resolve_model(name, config.run_dir, seed=config.orchestrator.seed)
+    engine = Engine(model_dir, device=args.device or default_device())
+    settings = ServerSettings(
+        asset_root=Path(config.asset_root),
+        run_dir=config.run_dir,
+        model_name=name,
+        batch_window_s=args.batch_window_ms / 1000,
+        max_batch_rows=args.max_batch_rows,
+    )
+    asyncio.run(serve(create_app(engine, settings), args.host, args.port, args.ready_file))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
