@@ -35,6 +35,7 @@ from rlrun.runtime.config import DEFAULT_ASSET_ROOT, check_safe_id
 ASSET_ROOT_ENV = "RLRUN_ASSET_ROOT"
 RUN_ID_ENV = "RUN_ID"
 DEFAULT_FEATURE_TTL_SECONDS = 1800.0
+TEMP_FILE_GRACE_SECONDS = 3600.0  # extra age before a sweep removes a writer's temp file (a crashed writer's)
 HASH_HEX_CHARS = 16
 
 _EXTENSIONS = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}
@@ -391,7 +392,8 @@ def sweep_features(
 
     Images are never swept: they are the run's source of truth. Directories are kept. A file that vanishes
     or cannot be removed mid-sweep is skipped. Concurrent writers are safe: they rename complete files into
-    place (a fresh temp file is younger than the TTL), an unlink removes a whole file, and a reader that
+    place, their temp files (`.<name>.<...>.tmp`) are left alone until `TEMP_FILE_GRACE_SECONDS` past the
+    TTL (only a crashed writer leaves one that old), an unlink removes a whole file, and a reader that
     already opened it keeps reading the full content. Over-evicting a feature only forces a recompute.
     """
     if ttl_seconds <= 0:
@@ -404,11 +406,17 @@ def sweep_features(
     for dirpath, _dirs, files in os.walk(root, followlinks=False):
         for name in files:
             path = Path(dirpath) / name
+            limit = cutoff - TEMP_FILE_GRACE_SECONDS if _is_temp(name) else cutoff
             try:
-                if path.lstat().st_mtime < cutoff:
+                if path.lstat().st_mtime < limit:
                     path.unlink()
                     removed += 1
             except OSError as err:
                 if on_error is not None and not isinstance(err, FileNotFoundError):
                     on_error(path, err)
     return removed
+
+
+def _is_temp(name: str) -> bool:
+    """Temp files of `atomic_write_bytes`: `.<name>.<pid>.<thread>.<token>.tmp`."""
+    return name.startswith(".") and name.endswith(".tmp")
