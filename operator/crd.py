@@ -87,19 +87,25 @@ def _resolve(node: Any, defs: dict[str, Any], path: str) -> Any:
         else:
             out[key] = value
     if out.get("type") == "object" and "properties" in out:
-        # Nested defaults only apply when the parent object exists: default every optional
-        # sub-object to {} so a sparse spec is fully defaulted by the API server, as pydantic does.
+        # Nested defaults only apply when the parent object exists: default every optional sub-object
+        # to its own fully defaulted value, so a sparse spec is defaulted by the API server as pydantic
+        # does (a bare {} would also fail the sub-object's CEL rules when the CRD is validated).
         required = set(out.get("required", ()))
         for key, prop in out["properties"].items():
             sub_object = prop.get("type") == "object" and "properties" in prop
             if key not in required and sub_object and not prop.get("nullable") and "default" not in prop:
-                prop["default"] = {}
+                prop["default"] = _defaults_of(prop)
     if not out.get("type") and not out.get("x-kubernetes-int-or-string") and "enum" not in out:
         # `Any`: a free-form value. Structural schemas allow an untyped node only with this marker.
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
+
+
+def _defaults_of(node: dict[str, Any]) -> dict[str, Any]:
+    """The value the API server's defaulting gives `{}` under object schema `node` (already resolved)."""
+    return {k: p["default"] for k, p in node["properties"].items() if "default" in p}
 
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
