@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controlplane import ControlPlane, wait_until  # noqa: E402
+from controlplane import ControlPlane, wait_until
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[ControlPlane]:
@@ -71,7 +71,9 @@ def wait_for() -> Callable[..., Any]:
 
 @pytest.fixture
 def set_pod_phase(kube: ControlPlane) -> Callable[..., None]:
-    def _set(namespace: str, pod: str, phase: str, reason: str = "Error", exit_code: int | None = None) -> None:
+    def _set(
+        namespace: str, pod: str, phase: str, reason: str = "Error", exit_code: int | None = None
+    ) -> None:
         code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
         pod_obj = json.loads(kube.kubectl("get", "pod", pod, "-n", namespace, "-o", "json").stdout)
         statuses = [
@@ -86,9 +88,19 @@ def set_pod_phase(kube: ControlPlane) -> Callable[..., None]:
             for c in pod_obj["spec"]["containers"]
         ]
         ready = [{"type": "Ready", "status": "False"}]
-        patch = {"status": {"phase": phase, "reason": reason, "containerStatuses": statuses, "conditions": ready}}
+        patch = {
+            "status": {"phase": phase, "reason": reason, "containerStatuses": statuses, "conditions": ready}
+        }
         kube.kubectl(
-            "patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+            "patch",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
         )
 
     return _set

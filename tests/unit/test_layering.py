@@ -51,7 +51,11 @@ def test_operator_imports_only_runtime_config():
 
 
 def test_operator_never_imports_torch():
-    bad = [(f, m) for f, m in _imports("operator", "rlrun.operator") if m.split(".")[0] in {"torch", "transformers"}]
+    bad = [
+        (f, m)
+        for f, m in _imports("operator", "rlrun.operator")
+        if m.split(".")[0] in {"torch", "transformers"}
+    ]
     assert not bad, f"operator imports ML libraries: {bad}"
 
 

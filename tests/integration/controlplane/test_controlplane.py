@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from controlplane import CPU_NODES, GPU_NODES, ControlPlane  # noqa: E402
+from controlplane import CPU_NODES, GPU_NODES, ControlPlane
 
 pytestmark = pytest.mark.cluster
 
@@ -70,7 +70,9 @@ def test_deployment_pods_are_scheduled_on_kwok_nodes_and_run(cluster, namespace,
     # GPU requests only fit the GPU nodes: the real scheduler honoured the kwok nodes' capacity.
     assert {p["spec"]["nodeName"] for p in pods} <= set(GPU_NODES)
     wait_for(
-        lambda: _json(cluster, "get", "deployment", "web", "-n", namespace)["status"].get("readyReplicas") == 2,
+        lambda: (
+            _json(cluster, "get", "deployment", "web", "-n", namespace)["status"].get("readyReplicas") == 2
+        ),
         timeout=30,
         message="deployment reports 2 ready replicas",
     )
@@ -87,7 +89,9 @@ def test_deleting_owner_garbage_collects_dependents(cluster, namespace, wait_for
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(dependent))
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
     wait_for(
-        lambda: cluster.kubectl("get", "configmap", "dependent", "-n", namespace, check=False).returncode != 0,
+        lambda: (
+            cluster.kubectl("get", "configmap", "dependent", "-n", namespace, check=False).returncode != 0
+        ),
         timeout=60,
         message="the garbage collector deletes the dependent ConfigMap",
     )

@@ -36,9 +36,7 @@ def _stages() -> dict[str, list[tuple[str, str]]]:
 
 
 def _args() -> dict[str, str]:
-    return dict(
-        a.split("=", 1) for instr, a in _stages()["<global>"] if instr == "ARG" and "=" in a
-    )
+    return dict(a.split("=", 1) for instr, a in _stages()["<global>"] if instr == "ARG" and "=" in a)
 
 
 def _base(stage: str) -> str:
@@ -110,7 +108,17 @@ def test_operator_extra_resolves_without_torch():
     if uv is None:
         pytest.fail("uv is not on PATH (make setup installs it)")
     proc = subprocess.run(
-        [uv, "pip", "compile", "-q", "--python-version", "3.12", "--extra", "operator", str(REPO / "pyproject.toml")],
+        [
+            uv,
+            "pip",
+            "compile",
+            "-q",
+            "--python-version",
+            "3.12",
+            "--extra",
+            "operator",
+            str(REPO / "pyproject.toml"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
