@@ -261,3 +261,45 @@ def test_model_and_trainer_shape_are_immutable_once_started(crd_installed, names
         kube, namespace, "imm", {"envWorkers": {"replicas": 3}, "failurePolicy": {"maxRestarts": 9}}
     )
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.cluster
+def test_rendered_children_of_a_stored_run_are_accepted_by_the_api_server(crd_installed, namespace):
+    """The RLRun as the API server returns it (defaults, uid) parses, and every child it renders passes the
+    real 1.36 API server's validation (server-side apply dry run with the operator's field manager)."""
+    from rlrun.operator.crd import dump_yaml_stream
+    from rlrun.operator.render import render_children
+
+    for path in EXAMPLES:
+        proc = _create(crd_installed, namespace, yaml.safe_load(path.read_text()), "-o", "json")
+        assert proc.returncode == 0, proc.stderr
+        run = api.RLRun.model_validate(json.loads(proc.stdout))
+        assert run.metadata.uid and run.metadata.namespace == namespace
+        stream = dump_yaml_stream(render_children(run, trainer_attempt=1))
+        applied = crd_installed.kubectl(
+            "apply", "--server-side", f"--field-manager={names.FIELD_MANAGER}", "--dry-run=server",
+            "-n", namespace, "-f", "-", input=stream, check=False,
+        )  # fmt: skip
+        assert applied.returncode == 0, f"{path.name}: {applied.stderr}"
+        assert applied.stdout.count("serverside-applied") == len(render_children(run)), applied.stdout
+
+
+@pytest.mark.cluster
+def test_printer_columns_show_phase_step_reward_restarts(crd_installed, namespace):
+    kube = crd_installed
+    assert _create(kube, namespace, run_doc("cols")).returncode == 0
+    status = {"status": {"phase": "Running", "restarts": 1, "progress": {"step": 12, "rewardMean": 0.75}}}
+    kube.kubectl(
+        "patch",
+        "rlr",
+        "cols",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+    header, row = kube.kubectl("get", "rlr", "cols", "-n", namespace).stdout.splitlines()
+    assert header.split() == ["NAME", "PHASE", "STEP", "REWARD", "RESTARTS", "AGE"]
+    assert row.split()[:5] == ["cols", "Running", "12", "0.75", "1"]
