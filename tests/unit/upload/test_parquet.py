@@ -39,7 +39,7 @@ def test_rows_round_trip_one_row_group_per_rollout(tmp_path: Path, asset_root: P
     assert url.startswith("data:image/png;base64,")
 
 
-def test_dictionary_only_on_categorical_columns(tmp_path: Path) -> None:
+def test_dictionary_and_statistics_only_where_they_pay(tmp_path: Path) -> None:
     path = write_samples_parquet(tmp_path, 0, [rollout("e", [])], "snappy")
     assert path is not None
     group = pq.ParquetFile(path).metadata.row_group(0)
@@ -47,6 +47,8 @@ def test_dictionary_only_on_categorical_columns(tmp_path: Path) -> None:
     assert "RLE_DICTIONARY" in encodings["env"]
     for column in ("prompt", "completion", "reward", "num_prompt_tokens"):
         assert "RLE_DICTIONARY" not in encodings[column], column
+    stats = {group.column(i).path_in_schema: group.column(i).is_stats_set for i in range(group.num_columns)}
+    assert stats["reward"] and stats["step"] and not stats["prompt"] and not stats["completion"]
 
 
 def test_incomplete_rollouts_skipped_and_empty_leaves_nothing(tmp_path: Path) -> None:
