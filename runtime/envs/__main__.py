@@ -1,0 +1,3 @@
+from rlrun.runtime.envs.server import main
+
+raise SystemExit(main())

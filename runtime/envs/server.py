@@ -1,0 +1,166 @@
+"""`rlrun-env-worker`: serves rollout groups for one environment over HTTP.
+
+    rlrun-env-worker [--config rlrun-config.json] [--host 0.0.0.0] [--port 8100]
+                     [--inference-url URL ...] [--ready-file PATH]
+
+    POST /v1/rollouts {"example_index": i, "group_size": G, "sampling": {"temperature", "max_tokens", "seed"}}
+      -> {"rollouts": [{example_id, env, prompt, completion, prompt_ids, completion_ids,
+                        completion_logprobs, reward, policy_version, finish_reason, mm}]}
+    GET  /health
+
+Inference URLs come from --inference-url (repeatable) or $RLRUN_INFERENCE_URLS (comma separated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlrun.runtime.envs.worker import RolloutError, RolloutWorker, Sampling
+
+log = logging.getLogger("rlrun.env_worker")
+WORKER = web.AppKey("worker", RolloutWorker)
+INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
+
+
+class SamplingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0)
+    max_tokens: int = Field(8, ge=1, le=4096)
+    seed: int | None = Field(None, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class RolloutsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    example_index: int = Field(ge=0)
+    group_size: int = Field(ge=1, le=1024)
+    sampling: SamplingBody = Field(default_factory=SamplingBody)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "code": status}}, status=status)
+
+
+async def rollouts(request: web.Request) -> web.Response:
+    try:
+        body = RolloutsBody.model_validate(await request.json())
+    except (ValidationError, json.JSONDecodeError) as err:
+        return _error(400, f"invalid rollouts request: {err}")
+    sampling = Sampling(**body.sampling.model_dump())
+    try:
+        out = await request.app[WORKER].rollouts(body.example_index, body.group_size, sampling)
+    except RolloutError as err:
+        log.error("example %d failed: %s", body.example_index, err)
+        return _error(502, f"example {body.example_index}: {err}")
+    return web.json_response({"rollouts": out})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "env": request.app[WORKER].env.id})
+
+
+def create_app(make_worker: Callable[[httpx.AsyncClient], RolloutWorker]) -> web.Application:
+    """The app; the worker is built on startup around an HTTP client that lives as long as the app."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0)) as client:
+            app[WORKER] = make_worker(client)
+            yield
+            app[WORKER].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/rollouts", rollouts)
+    app.router.add_get("/health", health)
+    return app
+
+
+def worker_factory(config: Any, inference_urls: list[str]) -> Callable[[httpx.AsyncClient], RolloutWorker]:
+    """Everything the worker needs from the runtime config: environment, model's processor, asset tree."""
+    from rlrun.runtime.assets import RunTree
+    from rlrun.runtime.envs.builtin import make_environment
+    from rlrun.runtime.envs.worker import image_token_id
+    from rlrun.runtime.mm import load_image_processor
+    from rlrun.runtime.models.tiny import resolve_model
+
+    env_cfg = config.env_workers.environment
+    env = make_environment(env_cfg.id, env_cfg.args)
+    model = resolve_model(config.model.name, config.run_dir, seed=config.orchestrator.seed)
+    if Path(model).is_dir():
+        processor = load_image_processor(model)
+    else:
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(model)
+    images_dir = RunTree(config.asset_root, config.run_id).ensure().images_dir
+    token_id = image_token_id(model)
+
+    def make(client: httpx.AsyncClient) -> RolloutWorker:
+        return RolloutWorker(
+            env, inference_urls, client, images_dir, processor, token_id,
+            model_name=config.model.name, cpu_workers=config.env_workers.workers_per_replica,
+        )  # fmt: skip
+
+    return make
+
+
+async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    log.info("env-worker listening on %s:%d", host, bound)
+    if ready_file:
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        tmp = ready_file.with_name(f".{ready_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"url": f"http://{url_host}:{bound}", "port": bound, "pid": os.getpid()}))
+        os.replace(tmp, ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlrun.runtime.config import RuntimeConfig
+
+    parser = argparse.ArgumentParser(prog="rlrun-env-worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument(
+        "--inference-url", action="append", default=[], help=f"repeatable; default ${INFERENCE_URLS_ENV}"
+    )
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    urls = args.inference_url or [u for u in os.environ.get(INFERENCE_URLS_ENV, "").split(",") if u]
+    if not urls:
+        parser.error(f"no inference URL: pass --inference-url or set ${INFERENCE_URLS_ENV}")
+    config = RuntimeConfig.load(args.config)
+    app = create_app(worker_factory(config, urls))
+    asyncio.run(serve(app, args.host, args.port, args.ready_file))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
