@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,11 @@ class SampleLogger:
             await self._client.aclose()
             self._client = None
 
-    async def log_step(self, step: int, rollouts: Sequence[Mapping[str, Any]]) -> LogResult:
-        """Log this step's samples if it is a logging step. Failures come back in the result."""
+    async def log_step(self, step: int, rollouts: Iterable[Mapping[str, Any]]) -> LogResult:
+        """Log this step's samples if it is a logging step. Failures come back in the result.
+
+        `rollouts` is read in a worker thread: do not mutate it until this returns (it is never mutated here).
+        """
         if step % self.cfg.every_n_steps:
             return LogResult(step=step)
         try:
@@ -113,7 +116,7 @@ class SampleLogger:
             log.warning("sample logging failed at step %d: %s", step, message)
             return LogResult(step=step, error=message)
 
-    async def _write(self, step: int, rollouts: Sequence[Mapping[str, Any]]) -> Path | None:
+    async def _write(self, step: int, rollouts: Iterable[Mapping[str, Any]]) -> Path | None:
         """Write the parquet in a thread; if we are cancelled meanwhile, the thread's file is removed."""
         job = asyncio.ensure_future(
             asyncio.to_thread(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -153,3 +154,31 @@ def test_leftover_temp_files_of_a_killed_process_are_swept(tmp_path: Path, asset
 def test_run_id_that_is_not_a_safe_path_component_is_refused(tmp_path: Path, asset_root: Path) -> None:
     with pytest.raises(ValueError, match=r"RUN_ID '\.\./x' is not a safe id"):
         SampleLogger(SampleUploadConfig(), tmp_path, asset_root, "../x")
+
+
+def test_cancellation_while_writing_removes_the_threads_file(tmp_path: Path, asset_root: Path) -> None:
+    out = tmp_path / "out"
+    first_written, release = threading.Event(), threading.Event()
+
+    def slow_rollouts():  # consumed by the writer thread; blocks after the first row
+        yield rollout("a", [])
+        first_written.set()
+        release.wait(10)
+        yield rollout("b", [])
+
+    async def go() -> None:
+        logger = SampleLogger(SampleUploadConfig(), out, asset_root, "t")
+        task = asyncio.create_task(logger.log_step(1, slow_rollouts()))
+        await asyncio.to_thread(first_written.wait, 10)
+        assert len(_temp_files(out)) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        for _ in range(100):  # the thread finishes its file, then the done-callback removes it
+            if not (out / "samples").exists() or not list((out / "samples").iterdir()):
+                break
+            await asyncio.sleep(0.05)
+
+    run(go())
+    assert list((out / "samples").iterdir()) == []
