@@ -32,7 +32,9 @@ PROGRESS_FILE = "progress.json"
 def check_safe_id(value: str, what: str = "id") -> str:
     """Return `value` if it can be used as one path component, else raise ValueError naming `what`."""
     if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in {".", ".."}:
-        raise ValueError(f"{what} {value!r} is not a safe id: use letters, digits, '_', '.', '-' (not '.' or '..')")
+        raise ValueError(
+            f"{what} {value!r} is not a safe id: use letters, digits, '_', '.', '-' (not '.' or '..')"
+        )
     return value
 
 
@@ -64,7 +66,10 @@ class MultimodalConfig(Section):
     )
     materialize_concurrency: int = Field(4, ge=1, le=64, description="Images processed at once per rank.")
     feature_ttl_seconds: float = Field(
-        1800.0, gt=0, description="Age after which cached features under assets/mm_features are swept."
+        1800.0,
+        alias="featureTTLSeconds",
+        gt=0,
+        description="Age after which cached features under assets/mm_features are swept.",
     )
     missing_image_policy: Literal["error", "drop"] = Field(
         "error",
@@ -82,7 +87,9 @@ class TransportConfig(Section):
     )
     hwm: int = Field(64, ge=1, description="ZMQ high-water mark (messages) on both ends.")
     ready_timeout_seconds: float = Field(300.0, ge=1, description="How long the master waits for READY.")
-    receive_timeout_seconds: float = Field(300.0, ge=1, description="How long a rank waits for a published step.")
+    receive_timeout_seconds: float = Field(
+        300.0, ge=1, description="How long a rank waits for a published step."
+    )
     publish_grace_ms: int = Field(1000, ge=0, description="Pause after READY before step 0 (slow joiners).")
     pack_watchdog_seconds: float = Field(
         1800.0, ge=1, description="Packing longer than this kills the master (liveness of a wedged master)."
@@ -97,7 +104,9 @@ class SampleUploadConfig(Section):
         None, description="Platform mode: POST here to get a presigned PUT URL for each file."
     )
     bucket: str | None = Field(None, description="S3 mode: bucket to sign PUT URLs for.")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...); unset = AWS.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, R2, ...); unset = AWS."
+    )
     region: str = Field("us-east-1", description="S3 region used for signing.")
     prefix: str = Field("samples", description="Object key prefix.")
     compression: Literal["zstd", "snappy", "none"] = Field("zstd", description="Parquet compression codec.")
@@ -135,7 +144,9 @@ class OrchestratorConfig(Section):
     batch_size: int = Field(32, ge=1, description="Samples per training step (a multiple of groupSize).")
     group_size: int = Field(8, ge=2, description="Samples per prompt; advantages are relative to the group.")
     max_steps: int = Field(100, ge=1, description="Training steps; reaching it completes the run.")
-    max_async_steps: int = Field(1, ge=0, description="Max policy lag: rollouts may come from step-N weights.")
+    max_async_steps: int = Field(
+        1, ge=0, description="Max policy lag: rollouts may come from step-N weights."
+    )
     learning_rate: float = Field(1e-3, gt=0, description="Optimizer learning rate.")
     seed: int = Field(0, ge=0, description="Seed for sampling prompts and initializing the tiny model.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
@@ -218,7 +229,9 @@ class Progress(Section):
     max_steps: int = Field(ge=1)
     reward_mean: float | None = Field(None, description="Mean reward of the last step's rollouts.")
     samples_per_second: float | None = None
-    policy_lag: int | None = Field(None, ge=0, description="Steps between rollout weights and trainer weights.")
+    policy_lag: int | None = Field(
+        None, ge=0, description="Steps between rollout weights and trainer weights."
+    )
     step_seconds: float | None = Field(None, ge=0, description="Duration of the last step.")
     state: Literal["starting", "running", "succeeded", "failed"] = "running"
     message: str = ""
