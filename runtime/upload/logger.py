@@ -30,7 +30,7 @@ from rlrun.runtime.upload.presign import (
     request_presigned_url,
     s3_client_from_env,
 )
-from rlrun.runtime.upload.put import BACKOFF_S, install_log_redaction, redact_text, stream_put
+from rlrun.runtime.upload.put import BACKOFF_S, UploadError, install_log_redaction, redact_text, stream_put
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,14 @@ class SampleLogger:
             if path is None:
                 log.warning("No samples to log at step %d", step)
                 return LogResult(step=step)
-            if not self.cfg.enabled:
-                final = self.samples_dir / f"step_{step}.parquet"
-                os.replace(path, final)
-                return LogResult(step=step, logged=True, path=final, size_bytes=final.stat().st_size)
-            return await self._upload(step, path)
+            try:
+                if not self.cfg.enabled:
+                    final = self.samples_dir / f"step_{step}.parquet"
+                    os.replace(path, final)  # atomic: readers never see a partial step file
+                    return LogResult(step=step, logged=True, path=final, size_bytes=final.stat().st_size)
+                return await self._upload(step, path)
+            finally:
+                path.unlink(missing_ok=True)  # success, failure or cancellation: no temp file survives
         except Exception as exc:  # a side channel: never stop training, never leak a URL
             message = redact_text(f"{type(exc).__name__}: {exc}")
             if self.cfg.enabled:
@@ -136,16 +139,13 @@ class SampleLogger:
             raise
 
     async def _upload(self, step: int, path: Path) -> LogResult:
-        try:
-            async with self._upload_lock:
-                key = object_key(self.cfg.prefix, self.run_id, step)
-                size = path.stat().st_size
-                client = self._http()
-                url = await self._presigned_url(client, key, size)
-                put = await stream_put(url, path, client=client, backoff_s=self._backoff_s)
-                return LogResult(step=step, logged=True, key=key, size_bytes=size, attempts=put.attempts)
-        finally:
-            path.unlink(missing_ok=True)
+        async with self._upload_lock:  # one file streams at a time: bounded memory and bandwidth
+            key = object_key(self.cfg.prefix, self.run_id, step)
+            size = path.stat().st_size
+            client = self._http()
+            url = await self._presigned_url(client, key, size)
+            put = await stream_put(url, path, client=client, backoff_s=self._backoff_s)
+            return LogResult(step=step, logged=True, key=key, size_bytes=size, attempts=put.attempts)
 
     async def _presigned_url(self, client: httpx.AsyncClient, key: str, size: int) -> str:
         if self.cfg.presign_endpoint:
@@ -153,7 +153,8 @@ class SampleLogger:
             return await request_presigned_url(client, self.cfg.presign_endpoint, key, size, token)
         if self._s3 is None:  # building a botocore client costs ~0.1 s: once per logger
             self._s3 = s3_client_from_env(self.cfg.endpoint_url, self.cfg.region)
-        assert self.cfg.bucket is not None  # the config model requires bucket or presign endpoint
+        if not self.cfg.bucket:
+            raise UploadError("sampleUpload is enabled without presignEndpoint or bucket")
         return presign_s3_put(self._s3, self.cfg.bucket, key)
 
     def _http(self) -> httpx.AsyncClient:
