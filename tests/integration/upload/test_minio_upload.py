@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.parquet as pq
 import pytest
+from aiohttp import web
 from prometheus_client import REGISTRY
 from upload_s3_helpers import (
     ACCESS_KEY,
@@ -216,3 +217,40 @@ def test_sample_logger_inlines_images_keeps_input_and_leaks_no_secret(
 
     for secret in (SECRET_KEY, ACCESS_KEY, "X-Amz-Signature=", "X-Amz-Credential="):
         assert secret not in caplog.text, secret
+
+
+def test_platform_mode_uploads_through_a_presign_endpoint(
+    minio: MinioServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform signs (here: a loopback aiohttp endpoint signing for MinIO); rlrun only PUTs."""
+    monkeypatch.setenv("RLRUN_PRESIGN_TOKEN", "platform-token")
+    signer = s3_client_from_env(minio.endpoint, "us-east-1")
+    asked: list[dict[str, Any]] = []
+
+    async def presign(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer platform-token":
+            return web.Response(status=401)
+        asked.append(await request.json())
+        return web.json_response({"url": presign_s3_put(signer, BUCKET, asked[-1]["key"])})
+
+    async def go() -> Any:
+        app = web.Application()
+        app.router.add_post("/presign", presign)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        cfg = SampleUploadConfig(enabled=True, presign_endpoint=f"http://{host}:{port}/presign")
+        logger = SampleLogger(cfg, tmp_path / "out", tmp_path, "p")
+        try:
+            return await logger.log_step(0, [{"prompt": [], "completion": "hi", "env": "t", "reward": 1.0}])
+        finally:
+            await logger.aclose()
+            await runner.cleanup()
+
+    result = run(go())
+    assert result.logged, result.error
+    assert asked[0]["key"] == "samples/run_p/step_0.parquet" and asked[0]["sizeBytes"] == result.size_bytes
+    table = pq.read_table(io.BytesIO(_stored(minio, "samples/run_p/step_0.parquet")))
+    assert table.column("completion").to_pylist() == ["hi"]
