@@ -78,6 +78,24 @@ class Geometry:
         """Width of one `pixel_values` row."""
         return self.channels * self.temporal_patch_size * self.patch_size * self.patch_size
 
+    def check_model(self, model_config: Any) -> None:
+        """Raise ValueError unless the model's vision tower expects the patches this processor makes.
+
+        A mismatch (e.g. a processor saved from another checkpoint) would otherwise fail deep inside the
+        vision tower's reshape, or silently scramble patches when the sizes happen to divide.
+        """
+        vision = model_config.vision_config
+        pairs = {
+            "patch_size": (self.patch_size, vision.patch_size),
+            "merge_size/spatial_merge_size": (self.merge_size, vision.spatial_merge_size),
+            "temporal_patch_size": (self.temporal_patch_size, vision.temporal_patch_size),
+            "channels/in_channels": (self.channels, getattr(vision, "in_channels", self.channels)),
+        }
+        wrong = {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+        if wrong:
+            detail = ", ".join(f"{name}: processor {a} != model {b}" for name, (a, b) in wrong.items())
+            raise ValueError(f"image processor does not match the model's vision config ({detail})")
+
     def grid(self, width: int, height: int) -> tuple[int, int, int]:
         """The (t, h, w) patch grid the processor produces for an image of this size, without decoding it."""
         factor = self.patch_size * self.merge_size
