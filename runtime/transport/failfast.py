@@ -139,6 +139,11 @@ class FanOut:
             self._close_master()
             raise
 
+    @property
+    def endpoint(self) -> str:
+        """Where this rank receives micro-batches from (for logs)."""
+        return self._subscriber.endpoint
+
     def master_step(self, step: int, pack_fn: Callable[[], Sequence[Sequence[MicroBatch]]]) -> None:
         """Rank 0: pack under the watchdog, publish, record ok or repr(error) for `step`; re-raise errors."""
         if self._publisher is None or self._watchdog is None:
