@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 export UV_CACHE_DIR ?= $(HOME)/.cache/rlrun/uv
 export UV_LINK_MODE ?= copy
 
-.PHONY: setup controlplane test lint demo bench clean
+.PHONY: setup tools test lint demo clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml setup.py
@@ -17,15 +17,19 @@ $(VENV)/.installed: pyproject.toml setup.py
 	uv pip install -q --python $(VENV)/bin/python -e '.[dev]'
 	touch $@
 
-controlplane:
+# Real peers for the tests, each built or fetched once and cached by version under ~/.cache/rlrun.
+tools:
 	@tools/controlplane/build.sh >/dev/null
+	@tools/minio/build.sh >/dev/null
+	@tools/helm/fetch.sh >/dev/null
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup controlplane lint
-	KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) $(VENV)/bin/pytest -q
+test: setup tools lint
+	KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
+	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q
 
 demo: setup
 	$(VENV)/bin/rlrun local examples/color-codeword.yaml
