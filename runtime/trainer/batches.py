@@ -44,7 +44,7 @@ def to_tensors(
         inference_logprobs=_grid(mb.inference_logprobs, np.float32, mb),
     )
     if mb.is_multimodal:
-        tensors.model_kwargs = _pixels(mb, materializer, tensors.input_ids, image_token_id)
+        tensors.model_kwargs = _pixels(mb, materializer, tensors, image_token_id)
     for name in ("input_ids", "attention_mask", "loss_mask", "advantages", "inference_logprobs"):
         setattr(tensors, name, getattr(tensors, name).to(device))
     tensors.model_kwargs = {k: v.to(device) for k, v in tensors.model_kwargs.items()}
@@ -52,20 +52,22 @@ def to_tensors(
 
 
 def _pixels(
-    mb: MicroBatch, materializer: Any, input_ids: torch.Tensor, image_token_id: int
+    mb: MicroBatch, materializer: Any, tensors: MicroBatchTensors, image_token_id: int
 ) -> dict[str, torch.Tensor]:
-    from rlrun.runtime.mm import check_image_tokens, decode_mm_kwargs, mm_token_type_ids
+    from rlrun.runtime.mm import check_image_tokens, decode_mm_kwargs, image_rows, mm_token_type_ids
 
     if mb.mm_refs is not None:
-        if materializer is None:
-            raise ValueError(
-                "received mm_refs but this trainer has no materializer: orchestrator/trainer "
-                "multimodal.deferMaterialization mismatch"
-            )
-        pixels = materializer.materialize(mb.mm_refs)
+        images = materializer.materialize(mb.mm_refs)
+        pixels = {"pixel_values": images.pixel_values, "image_grid_thw": images.image_grid_thw}
+        dropped = images.failed_slots
     else:
-        pixels = decode_mm_kwargs(mb.mm_kwargs)
-    kwargs = {k: torch.as_tensor(v) for k, v in pixels.items()}
-    check_image_tokens(input_ids, kwargs["image_grid_thw"], image_token_id)
-    kwargs["mm_token_type_ids"] = torch.as_tensor(mm_token_type_ids(input_ids, image_token_id))
-    return kwargs
+        pixels = decode_mm_kwargs(mb.mm_kwargs)  # type: ignore[arg-type]
+        dropped = []
+    merge = materializer.geometry.merge_size
+    ids = tensors.input_ids
+    check_image_tokens(ids, image_token_id, pixels["pixel_values"], pixels["image_grid_thw"], merge)
+    if dropped:  # missingImagePolicy "drop": the rows whose image is gone train nothing
+        rows = image_rows(ids, image_token_id, pixels["image_grid_thw"], merge)
+        for slot in dropped:
+            tensors.loss_mask[rows[slot]] = False
+    return {**pixels, "mm_token_type_ids": mm_token_type_ids(ids, image_token_id)}

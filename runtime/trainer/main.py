@@ -89,6 +89,7 @@ class Trainer:
                 self.train_step(step)
         finally:
             self.fanout.close()
+            self.materializer.close()
 
     def _pack(self, step: int) -> list[list[MicroBatch]]:
         batch = read_batch(self.rollouts_dir, step)
@@ -142,7 +143,11 @@ class Trainer:
             normalizer,
         )
         loss.backward()
-        return {"loss": float(loss), "loss_tokens": stats.loss_tokens, "clip_fraction": stats.clip_fraction}
+        return {
+            "loss": float(loss.detach()),
+            "loss_tokens": stats.loss_tokens,
+            "clip_fraction": stats.clip_fraction,
+        }
 
     def _publish_weights(self, version: int) -> None:
         state = full_model_state(self.model)
@@ -165,6 +170,7 @@ class Trainer:
                 len(t.data) for mb in mbs if mb.mm_kwargs for t in mb.mm_kwargs.values()
             ),
             "images_materialized": sum(len(mb.mm_refs.uris) for mb in mbs if mb.mm_refs is not None),
+            **self.materializer.reset_stats().metrics(),
             "loss": sum(s["loss"] for s in stats),
             "loss_tokens": sum(s["loss_tokens"] for s in stats),
             "clip_fraction": float(np.mean([s["clip_fraction"] for s in stats])) if stats else 0.0,
@@ -185,10 +191,12 @@ def _model_path(cfg: RuntimeConfig) -> Path | str:
 
 
 def _materializer(cfg: RuntimeConfig, model_path: Path | str) -> Any:
+    """One per rank, built whatever the flag: the kwargs path still needs its geometry for the checks."""
     from rlrun.runtime.mm import Materializer, load_image_processor
 
     mm = cfg.multimodal
-    return Materializer(load_image_processor(model_path), mm.materialize_concurrency, mm.missing_image_policy)
+    processor = load_image_processor(model_path)
+    return Materializer(processor, mm.materialize_concurrency, mm.missing_image_policy, root=cfg.run_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

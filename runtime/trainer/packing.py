@@ -11,37 +11,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from rlrun.runtime.wire import EncodedTensor, MicroBatch, MMRefs, TrainingSample, floats, ints
+from rlrun.runtime.mm import merge_mm_refs
+from rlrun.runtime.wire import EncodedTensor, MicroBatch, TrainingSample, floats, ints
 
 
 def _kind(sample: TrainingSample) -> str:
     if sample.mm_refs is not None and sample.mm_kwargs is not None:
         raise ValueError(f"sample {sample.example_id!r} carries both mm_refs and mm_kwargs; expected one")
     return "refs" if sample.mm_refs is not None else "kwargs" if sample.mm_kwargs is not None else "text"
-
-
-def concat_refs(refs: Sequence[MMRefs]) -> MMRefs:
-    """Join per-sample refs in sample order: every per-modality list is extended, URIs too."""
-    first = refs[0].descriptor
-    descriptor: dict[str, Any] = {key: {m: [] for m in value} for key, value in first.items()}
-    uris: list[str] = []
-    for ref in refs:
-        if ref.descriptor.keys() != first.keys() or any(
-            ref.descriptor[k].keys() != first[k].keys() for k in first
-        ):
-            raise ValueError(
-                "cannot pack mm_refs with different descriptor keys: "
-                f"{sorted(first)} vs {sorted(ref.descriptor)}"
-            )
-        for key, per_modality in ref.descriptor.items():
-            for modality, items in per_modality.items():
-                descriptor[key][modality].extend(copy.deepcopy(items))
-        uris.extend(ref.uris)
-    return MMRefs(descriptor=descriptor, uris=uris)
 
 
 def concat_kwargs(kwargs: Sequence[dict[str, EncodedTensor]]) -> dict[str, EncodedTensor]:
@@ -85,7 +65,7 @@ def build_micro_batch(samples: Sequence[TrainingSample]) -> MicroBatch:
         advantages=advantages.tobytes(),
         inference_logprobs=logprobs.tobytes(),
         num_samples=n,
-        mm_refs=concat_refs([s.mm_refs for s in samples]) if kind == "refs" else None,  # type: ignore[misc]
+        mm_refs=merge_mm_refs([s.mm_refs for s in samples]) if kind == "refs" else None,  # type: ignore[misc]
         mm_kwargs=concat_kwargs([s.mm_kwargs for s in samples]) if kind == "kwargs" else None,  # type: ignore[misc]
     )
 

@@ -1,0 +1,75 @@
+"""`rlrun local FILE [--resume] [--output-dir DIR]`: run one RLRun as local processes with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlrun.cli import command
+
+
+def _local_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="RLRun YAML (the same file `kubectl apply` takes)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in the output dir")
+    p.add_argument(
+        "--output-dir", type=Path, default=Path("outputs"), help="asset root of the run (default ./outputs)"
+    )
+
+
+@command("local", "run an RLRun end to end on this machine (all roles as processes)", _local_args)
+def local(args: argparse.Namespace) -> int:
+    import yaml
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlrun.operator.api import RLRun, to_runtime_config
+    from rlrun.runtime.local import RoleFailed, run_local
+
+    console = Console(stderr=True)
+    docs = [d for d in yaml.safe_load_all(args.file.read_text()) if d]
+    if len(docs) != 1:
+        console.print(f"[red]{args.file}: expected exactly one RLRun document, found {len(docs)}")
+        return 2
+    try:
+        run = RLRun.model_validate(docs[0])
+    except ValidationError as e:
+        console.print(f"[red]{args.file}: invalid RLRun:\n{e}")
+        return 2
+    cfg = to_runtime_config(
+        run.metadata.name, run.spec, asset_root=str(args.output_dir.expanduser().resolve())
+    )
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("reward {task.fields[reward]}  step {task.fields[step_s]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = bar.add_task(cfg.run_id, total=cfg.orchestrator.max_steps, reward="-", step_s="-")
+
+    def on_progress(p) -> None:  # rlrun.runtime.config.Progress
+        reward = "-" if p.reward_mean is None else f"{p.reward_mean:.3f}"
+        step_s = "-" if p.step_seconds is None else f"{p.step_seconds:.2f}s"
+        bar.update(task, completed=p.step, reward=reward, step_s=step_s)
+
+    console.print(f"run directory: {cfg.run_dir}  (logs in {cfg.run_dir / 'logs'})")
+    try:
+        with bar:
+            summary = run_local(cfg, resume=args.resume, on_progress=on_progress)
+    except RoleFailed as failure:
+        console.print(f"[red bold]{failure}[/]; every role was stopped. Last lines of its log:")
+        console.print(failure.log_tail, markup=False, highlight=False)
+        return 1
+    except (FileExistsError, FileNotFoundError) as e:
+        console.print(f"[red]{e}")
+        return 2
+    print(
+        f"done: {summary['steps']} steps in {summary['seconds']:.0f}s, reward "
+        f"{summary['reward_first']:.3f} -> {summary['reward_last']:.3f}; "
+        f"curve: {Path(summary['run_dir']) / 'reward_curve.png'}",
+        file=sys.stdout,
+    )
+    return 0
