@@ -1,7 +1,8 @@
 """kopf registration only: every handler is a one-line trigger of `Reconciler.poke`.
 
-Level-based control: create/update/resume and a timer on RLRuns, plus events of the children whose state
-drives decisions (Jobs, Pods, Deployments), all end in the same idempotent pass.
+Level-based control: RLRun events, events of the children whose state drives decisions (Jobs, Pods,
+Deployments) and the Reconciler's own periodic tick all end in the same idempotent pass. kopf's
+create/update handlers and timers are not used: they store state on the object and need a finalizer.
 """
 
 from __future__ import annotations
@@ -32,14 +33,9 @@ def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
     )
 
 
-def register(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient, interval: float
-) -> None:
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Status has a structural schema: keep kopf's bookkeeping in annotations, not status.kopf (pruned).
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         # Bounded API calls: a hung request must not wedge a watch or a handler.
         settings.networking.request_timeout = 30
         settings.watching.server_timeout = 300
@@ -51,19 +47,18 @@ def register(
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(api)
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    async def rlrun_changed(namespace: str, name: str, **_: Any) -> None:
-        await reconciler.poke(namespace, name)
-
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=interval, registry=registry)
-    async def rlrun_tick(namespace: str, name: str, **_: Any) -> None:
-        await reconciler.poke(namespace, name)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def rlrun_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+        # Every event (the initial listing included, so this is also "resume"), never a finalizer:
+        # kopf timers would put one on each RLRun and block its deletion whenever the operator is down.
+        if type == "DELETED":
+            reconciler.forget(namespace, name)
+        else:
+            await reconciler.poke(namespace, name)
 
     for resource in WATCHED_CHILDREN:
 
         @kopf.on.event(*resource, labels={LABEL_NAME: APP_NAME}, registry=registry)
-        def child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+        async def child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
             if run := labels.get(LABEL_INSTANCE):
                 reconciler.poke_soon(namespace, run)

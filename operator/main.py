@@ -40,7 +40,7 @@ class OperatorConfig:
     metrics_port: int | None = None
     liveness_port: int | None = None
     interval_seconds: float = 10.0
-    """Timer period of the level-based pass (child events trigger passes sooner)."""
+    """Period of the level-based pass per run (events trigger passes sooner)."""
     stall: StallPolicy = field(default_factory=StallPolicy)
     peering: str | None = None
     """kopf peering object name for HA; None = standalone."""
@@ -74,7 +74,8 @@ async def serve(
     store = ProgressStore()
     reconciler = Reconciler(kube, store, config.stall, config.progress_url)
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, api, config.interval_seconds)
+    register(registry, reconciler, api)
+    ticker = asyncio.get_running_loop().create_task(reconciler.tick_forever(config.interval_seconds))
     runner = web.AppRunner(progress_app(store, reconciler.token_of, reconciler.poke_soon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.progress_host, config.progress_port)
@@ -100,6 +101,7 @@ async def serve(
             ready_flag=ready,
         )
     finally:
+        ticker.cancel()
         await runner.cleanup()
         api.close()
 

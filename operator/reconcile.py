@@ -235,7 +235,9 @@ def plan(
             st.phase, st.reason, st.message = PENDING, "Starting", "waiting for components to become ready"
     st.set_condition("Ready", all_ready and st.phase == RUNNING, st.reason, st.message, now)
     if st.phase != before:
-        p.events.insert(0, Event("Normal", st.phase, f"phase {before} -> {st.phase}: {st.message}"))
+        p.events.insert(
+            0, Event("Normal", st.phase, f"phase {before or '(new)'} -> {st.phase}: {st.message}")
+        )
     st.observed_generation = settings.generation
     return p
 

@@ -68,6 +68,7 @@ class Reconciler:
         )
         self._runs: dict[Key, _RunState] = {}
         self._tokens: dict[Key, bytes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def token_of(self, namespace: str, secret: str) -> bytes | None:
         key = (namespace, secret)
@@ -78,9 +79,26 @@ class Reconciler:
             self._tokens[key] = value
         return self._tokens[key]
 
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        state = self._runs.pop(key, None)
+        if state and state.requeue:
+            state.requeue.cancel()
+        self.store.forget(key)
+
+    async def tick_forever(self, interval: float) -> None:
+        """The level-based safety net: every known run gets a pass each `interval` seconds, so a missed
+        watch event (or a hand-deleted Service, which is not watched) is repaired within one period."""
+        while True:
+            await asyncio.sleep(interval)
+            for key in list(self._runs):
+                self.poke_soon(*key)
+
     def poke_soon(self, namespace: str, name: str) -> None:
         """Fire-and-forget trigger, for callers that must not wait for the pass (HTTP handlers)."""
-        asyncio.get_running_loop().create_task(self.poke(namespace, name))
+        task = asyncio.get_running_loop().create_task(self.poke(namespace, name))
+        self._tasks.add(task)  # keep a reference until done (the loop holds tasks only weakly)
+        task.add_done_callback(self._tasks.discard)
 
     async def poke(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -118,8 +136,7 @@ class Reconciler:
         namespace, name = key
         body = await asyncio.to_thread(self.kube.get_run, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self.store.forget(key)
-            self._runs.pop(key, None)
+            self.forget(*key)
             return None
         try:
             run = RLRun.model_validate(body)

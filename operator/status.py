@@ -47,7 +47,8 @@ class RunStatus:
     part is `restarts - orchestratorRestarts`. `*NotBefore` hold the backoff deadline of the next attempt.
     """
 
-    phase: str = PENDING
+    phase: str = ""
+    """Empty until the first pass, so the first phase (Pending) is a transition with its Event."""
     reason: str = ""
     message: str = ""
     conditions: list[dict[str, Any]] = field(default_factory=list)
@@ -64,7 +65,7 @@ class RunStatus:
         data = data or {}
         orchestrator_restarts = int(data.get("orchestratorRestarts") or 0)
         return cls(
-            phase=data.get("phase") or PENDING,
+            phase=data.get("phase") or "",
             reason=data.get("reason") or "",
             message=data.get("message") or "",
             conditions=[dict(c) for c in data.get("conditions") or []],

@@ -36,6 +36,7 @@ def test_fresh_run_creates_every_child_with_attempt_and_progress_wiring():
     assert orch["metadata"]["labels"]["rlrun.dev/orchestrator-attempt"] == "0"
     assert find(p.create, "Job", "trainer")["spec"]["suspend"] is False
     assert p.ensure_progress_secret and p.status.phase == "Pending" and p.status.start_time == T0
+    assert [e.reason for e in p.events] == ["Pending"]
     assert p.status.condition("TrainerReady")["reason"] == "Missing"
 
 

@@ -29,6 +29,6 @@ def test_round_trip_keeps_restart_bookkeeping_and_restarts_is_the_total():
     assert back.trainer == st.trainer and back.orchestrator == st.orchestrator and back.start_time == T0
 
 
-def test_missing_status_reads_as_a_fresh_pending_run():
+def test_missing_status_reads_as_a_fresh_run():
     st = RunStatus.from_dict(None)
-    assert st.phase == "Pending" and st.trainer == GroupState() and st.conditions == []
+    assert st.phase == "" and st.trainer == GroupState() and st.conditions == []

@@ -1,0 +1,110 @@
+"""Shared by the operator and lifecycle integration tests: install the CRD, run the operator in-process
+(namespaced, fast timer), create runs from the example, read objects as JSON.
+
+Imported by name: each folder's conftest.py puts this folder on sys.path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from controlplane import wait_until
+
+from rlrun.operator import names
+from rlrun.operator.crd import crd_yaml
+from rlrun.operator.main import OperatorConfig, OperatorThread
+from rlrun.operator.restarts import StallPolicy
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "manifests/examples/color-codeword.yaml"
+
+
+def install_crd(kube: Any) -> None:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crd_yaml())
+    # `kubectl wait` errors (not waits) while the fresh CRD has no conditions yet: poll instead.
+    wait_until(
+        lambda: (
+            kube.kubectl(
+                "wait", "--for=condition=Established", f"crd/{names.CRD_NAME}", "--timeout=10s", check=False
+            ).returncode
+            == 0
+        ),
+        60,
+        "CRD Established",
+    )
+
+
+@contextmanager
+def running_operator(kube: Any, namespace: str, **overrides: Any) -> Iterator[OperatorThread]:
+    config = OperatorConfig(
+        namespaces=[namespace],
+        kubeconfig=str(kube.kubeconfig),
+        progress_host="127.0.0.1",
+        progress_port=0,
+        progress_url="http://127.0.0.1:8081",
+        interval_seconds=1.0,
+        stall=StallPolicy(factor=5, floor_seconds=300),
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    op = OperatorThread(config).start(timeout=30)
+    try:
+        yield op
+    finally:
+        op.stop(timeout=30)
+
+
+def run_doc(name: str = "demo", **spec: Any) -> dict[str, Any]:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"].update(spec)
+    return doc
+
+
+def create_run(kube: Any, namespace: str, doc: dict[str, Any]) -> None:
+    """Create the run, plus a PersistentVolume pre-bound to its claim: the test cluster has no volume
+    provisioner, and the scheduler will not place pods whose claim is unbound."""
+    name = doc["metadata"]["name"]
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"pv-{namespace}-{name}", "labels": {"rlrun-test": namespace}},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": "",
+            "hostPath": {"path": f"/tmp/rlrun-test/{namespace}/{name}"},
+            "claimRef": {"namespace": namespace, "name": f"{name}-assets"},
+        },
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(volume))
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+
+
+def get(kube: Any, namespace: str, *what: str) -> dict[str, Any] | None:
+    proc = kube.kubectl("get", *what, "-n", namespace, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def run_status(kube: Any, namespace: str, name: str = "demo") -> dict[str, Any]:
+    obj = get(kube, namespace, "rlrun", name)
+    return (obj or {}).get("status") or {}
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def pods(kube: Any, namespace: str, component: str, run: str = "demo") -> list[dict[str, Any]]:
+    sel = f"{names.LABEL_INSTANCE}={run},{names.LABEL_COMPONENT}={component}"
+    return get(kube, namespace, "pods", "-l", sel)["items"]
+
+
+def events(kube: Any, namespace: str) -> list[str]:
+    items = [e for e in get(kube, namespace, "events")["items"] if e["involvedObject"]["kind"] == "RLRun"]
+    return [e["reason"] for e in sorted(items, key=lambda e: e["metadata"]["creationTimestamp"])]

@@ -1,0 +1,87 @@
+"""The operator against a real control plane (apiserver + controller-manager + scheduler + kwok pods)."""
+
+import pytest
+from operator_harness import condition, create_run, events, get, run_doc, run_status, running_operator
+
+pytestmark = pytest.mark.cluster
+
+CHILDREN = [
+    ("persistentvolumeclaim", "demo-assets"),
+    ("configmap", "demo-config"),
+    ("secret", "demo-progress"),
+    ("service", "demo-inference"),
+    ("deployment", "demo-inference"),
+    ("service", "demo-envs"),
+    ("deployment", "demo-envs"),
+    ("service", "demo-orchestrator"),
+    ("job", "demo-orchestrator"),
+    ("service", "demo-trainer"),
+    ("job", "demo-trainer"),
+    ("networkpolicy", "demo-net"),
+]
+
+
+def test_create_builds_every_child_and_goes_pending_to_running(crd, namespace, wait_for):
+    kube = crd
+    with running_operator(kube, namespace):
+        create_run(kube, namespace, run_doc())
+        wait_for(lambda: all(get(kube, namespace, k, n) for k, n in CHILDREN), 30, "every child exists")
+        for kind, name in CHILDREN:
+            owners = get(kube, namespace, kind, name)["metadata"]["ownerReferences"]
+            assert [o["kind"] for o in owners] == ["RLRun"], (kind, name)
+        trainer = get(kube, namespace, "job", "demo-trainer")
+        assert trainer["metadata"]["labels"]["rlrun.dev/trainer-attempt"] == "0"
+        wait_for(lambda: run_status(kube, namespace).get("phase") == "Running", 60, "phase Running")
+        st = run_status(kube, namespace)
+        for cond in ("Ready", "InferenceReady", "EnvWorkersReady", "OrchestratorReady", "TrainerReady"):
+            assert condition(st, cond)["status"] == "True", cond
+        assert st["components"]["trainer"] == {"ready": 1, "desired": 1}
+        assert st["observedGeneration"] == 1 and st["startTime"]
+        assert "Pending" in events(kube, namespace) and "Running" in events(kube, namespace)
+        table = kube.kubectl("get", "rlr", "-n", namespace).stdout
+        assert table.split()[:6] == ["NAME", "PHASE", "STEP", "REWARD", "RESTARTS", "AGE"], table
+        assert "Running" in table
+
+
+def test_spec_update_hand_deleted_child_and_gc(crd, namespace, wait_for):
+    kube = crd
+    with running_operator(kube, namespace):
+        create_run(kube, namespace, run_doc())
+        wait_for(lambda: get(kube, namespace, "deployment", "demo-envs"), 30, "env-workers Deployment")
+        kube.kubectl(
+            "patch",
+            "rlr",
+            "demo",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"envWorkers":{"replicas":3}}}',
+        )
+        wait_for(
+            lambda: get(kube, namespace, "deployment", "demo-envs")["spec"]["replicas"] == 3, 30, "scaled"
+        )
+        kube.kubectl("delete", "service", "demo-inference", "-n", namespace)
+        kube.kubectl("delete", "job", "demo-orchestrator", "-n", namespace)
+        wait_for(lambda: get(kube, namespace, "service", "demo-inference"), 30, "Service recreated")
+        wait_for(lambda: get(kube, namespace, "job", "demo-orchestrator"), 30, "Job recreated")
+    kube.kubectl("delete", "rlr", "demo", "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_for(
+        lambda: not any(get(kube, namespace, k, n) for k, n in CHILDREN if k != "persistentvolumeclaim"),
+        60,
+        "garbage collection of every child",
+    )
+
+
+def test_operator_restarted_mid_reconcile_converges_without_duplicates(crd, namespace, wait_for):
+    kube = crd
+    create_run(kube, namespace, run_doc())
+    with running_operator(kube, namespace):
+        wait_for(lambda: get(kube, namespace, "configmap", "demo-config"), 30, "first children")
+    with running_operator(kube, namespace):
+        wait_for(lambda: run_status(kube, namespace).get("phase") == "Running", 60, "Running after restart")
+    jobs = get(kube, namespace, "jobs")["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == ["demo-orchestrator", "demo-trainer"]
+    deployments = get(kube, namespace, "deployments")["items"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["demo-envs", "demo-inference"]
+    assert len(get(kube, namespace, "pods", "-l", "app.kubernetes.io/component=trainer")["items"]) == 1
