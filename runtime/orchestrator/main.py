@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status-port", type=int, default=int(os.environ.get("RLRUN_STATUS_PORT", "8080")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s orchestrator %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the version poll would log 10 lines a second
     cfg = RuntimeConfig.load(args.config)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     env_urls = _urls(args.env_worker_url, ENV_WORKER_URLS_ENV)

@@ -1,0 +1,90 @@
+"""`rlrun local` end to end: every role as a real process, the tiny VLM learns colours from image refs."""
+
+import json
+import time
+from pathlib import Path
+
+import msgspec
+import psutil
+import pytest
+
+from rlrun.runtime.assets import uri_to_path
+from rlrun.runtime.transport.handoff import batch_path
+from rlrun.runtime.wire import TrainingBatch
+
+from .conftest import rlrun_local
+
+pytestmark = pytest.mark.e2e
+RUN = "run_color-codeword-ci"
+NUM_COLOURS = 4
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_local_run_learns_from_image_refs_on_two_ranks(tmp_path, no_leftover_processes):
+    code, out = rlrun_local(tmp_path)
+    assert code == 0, out[-4000:]
+    run_dir = tmp_path / RUN
+    rewards = [r["reward_mean"] for r in _jsonl(run_dir / "orchestrator" / "metrics.jsonl")]
+    assert len(rewards) == 40
+    late = sum(rewards[-8:]) / 8
+    assert late > 1 / NUM_COLOURS, f"reward {late:.3f} does not beat the image-blind ceiling; curve {rewards}"
+    assert (run_dir / "reward_curve.png").stat().st_size > 0 and "done: 40 steps" in out
+
+    # Images offloaded once each: one content-addressed file per colour, every ref points at one of them.
+    images = sorted((run_dir / "assets" / "images").iterdir())
+    assert len(images) == NUM_COLOURS, images
+    uris = set()
+    for step in (0, 39):
+        batch = msgspec.msgpack.decode(
+            batch_path(run_dir / "rollouts", step).read_bytes(), type=TrainingBatch
+        )
+        for sample in batch.samples:
+            assert sample.mm_kwargs is None and sample.mm_refs is not None
+            uris.update(sample.mm_refs.uris)
+    assert {uri_to_path(u) for u in uris} <= set(images)
+
+    # The trainer received refs, not pixels, on both ranks.
+    for rank in (0, 1):
+        records = _jsonl(run_dir / "trainer" / f"metrics_rank{rank}.jsonl")
+        assert len(records) == 40 and {r["world_size"] for r in records} == {2}
+        assert sum(r["mm_kwargs_micro_batches"] for r in records) == 0
+        assert sum(r["pixel_bytes_received"] for r in records) == 0
+        assert sum(r["mm_refs_micro_batches"] for r in records) > 0
+
+
+def _trainer_rank_pids(launcher: psutil.Process) -> list[psutil.Process]:
+    # Roles run in their own sessions, so look them up by parent chain from the launcher.
+    return [
+        p for p in launcher.children(recursive=True)
+        if "rlrun.runtime.trainer" in " ".join(p.cmdline()) and "torch.distributed.run" not in " ".join(p.cmdline())
+    ]  # fmt: skip
+
+
+def test_killing_the_trainer_stops_the_run_and_resume_continues(tmp_path, no_leftover_processes):
+    proc = rlrun_local(tmp_path, wait=False)
+    run_dir = tmp_path / RUN
+    marker = run_dir / "checkpoints" / "step_5" / "DONE"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.5)
+    ranks = _trainer_rank_pids(psutil.Process(proc.pid))
+    assert len(ranks) == 2
+    ranks[1].kill()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-3000:]
+    assert "role trainer failed" in out
+
+    code, out = rlrun_local(tmp_path, "--resume")
+    assert code == 0, out[-4000:]
+    steps = [r["step"] for r in _jsonl(run_dir / "trainer" / "metrics_rank0.jsonl")]
+    assert steps[-1] == 39 and len(set(steps)) == 40
+    first_after_kill = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[first_after_kill] % 5 == 0, f"resumed at step {steps[first_after_kill]}, not a checkpoint"
+    assert (run_dir / "weights" / "step_40" / "DONE").is_file()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["state"] == "succeeded" and progress["step"] == 40 and progress["attempt"] >= 1
