@@ -246,12 +246,18 @@ class MicroBatchSubscriber:
         self._sub.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
         self._monitor = self._sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._push = self._ctx.socket(zmq.PUSH)
-        for sock in (self._sub, self._push):
-            sock.setsockopt(zmq.IPV6, ":" in self.host)
-        self._sub.connect(self.endpoint)
-        self._sub.setsockopt(zmq.SUBSCRIBE, topic(rank))
-        self._push.connect(tcp_endpoint(self.host, ready_port(cfg)))
-        self._push.send(b"%d" % rank, zmq.NOBLOCK)  # queued until the connection is up
+        try:
+            for sock in (self._sub, self._push):
+                sock.setsockopt(zmq.IPV6, ":" in self.host)
+            self._sub.connect(self.endpoint)
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic(rank))
+            self._push.connect(tcp_endpoint(self.host, ready_port(cfg)))
+            self._push.send(b"%d" % rank, zmq.NOBLOCK)  # queued until the connection is up
+        except zmq.ZMQError as exc:
+            self.close()
+            raise OSError(
+                f"Cannot connect data_rank={rank} to the trainer master at {self.endpoint}: {exc}"
+            ) from exc
 
     def wait(self) -> None:
         """Block until this rank's next message is here, at most transport.receiveTimeoutSeconds."""

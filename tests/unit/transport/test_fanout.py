@@ -202,3 +202,10 @@ def test_decoded_arrays_match_what_was_sent(make_cfg: MakeCfg) -> None:
         pub.publish(0, [[sent]])
         (got,) = sub.receive()
     np.testing.assert_array_equal(ints(got.input_ids).reshape(3, 7), ids)
+
+
+def test_an_unusable_master_address_is_named() -> None:
+    with pytest.raises(
+        OSError, match=r"Cannot connect data_rank=2 to the trainer master at tcp://bad host!:5556"
+    ):
+        MicroBatchSubscriber(TransportConfig(host="bad host!"), 2)
