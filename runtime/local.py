@@ -344,5 +344,7 @@ def run_local(
         run.wait(on_progress)
     finally:
         run.stop_all()
-    save_reward_curve(run.run_dir)
+    env = cfg.env_workers.environment
+    chance = 1.0 / int(env.args.get("num_colours", 4)) if env.id == "color-codeword" else None
+    save_reward_curve(run.run_dir, chance)
     return summarize(run.run_dir, time.monotonic() - started)
