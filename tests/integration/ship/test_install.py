@@ -82,7 +82,7 @@ def _volume_for(kube: Any, namespace: str, run: str) -> str:
     return name
 
 
-def _operator_as(kube: Any, namespace: str, kubeconfig: Path) -> OperatorThread:
+def _operator_as(kube: Any, namespace: str, kubeconfig: Path, peering: str | None = None) -> OperatorThread:
     config = OperatorConfig(
         namespaces=[namespace],
         kubeconfig=str(kubeconfig),
@@ -90,6 +90,7 @@ def _operator_as(kube: Any, namespace: str, kubeconfig: Path) -> OperatorThread:
         progress_port=0,
         progress_url=f"http://{OPERATOR}.{namespace}.svc:8081",
         interval_seconds=1.0,
+        peering=peering,
     )
     return OperatorThread(config).start(timeout=60)
 
@@ -188,6 +189,32 @@ def test_helm_chart_rbac_suffices_and_one_verb_less_breaks_reconcile(
             if kind != "secret":
                 assert _get(kube, namespace, kind, f"denied{suffix}") is None, (kind, suffix)
         assert "phase" not in (_get(kube, namespace, "rlrun", "denied").get("status") or {})
+    finally:
+        op.stop(timeout=30)
+    helm(
+        "uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout=60s", kubeconfig=kube.kubeconfig
+    )
+
+
+def test_helm_replicas_install_peering_and_the_operator_reconciles_as_a_peer(
+    cluster, namespace, wait_for, tmp_path
+):
+    """replicaCount > 1: the release installs the KopfPeering CRD and (post-install hook) the peering
+    object; an operator with --peering, as the chart's ServiceAccount, keeps alive in it and reconciles."""
+    kube = cluster
+    helm("install", RELEASE, str(CHART), "--namespace", namespace, "--set", "replicaCount=2",
+         "--wait", "--timeout=90s", kubeconfig=kube.kubeconfig)  # fmt: skip
+    assert _get(kube, namespace, "kopfpeering", RELEASE) is not None
+    token = kube.kubectl("create", "token", OPERATOR, "-n", namespace, "--duration=15m").stdout.strip()
+    sa_config = write_kubeconfig(
+        tmp_path / "sa.kubeconfig", kube.server, kube.pki, user=OPERATOR, token=token
+    )
+    op = _operator_as(kube, namespace, sa_config, peering=RELEASE)
+    try:
+        kube.kubectl("apply", "-n", namespace, "-f", "-", input=_run_doc("peer"))
+        wait_for(lambda: all(_get(kube, namespace, k, f"peer{s}") for k, s in CHILDREN), 60, "every child")
+        peers = (_get(kube, namespace, "kopfpeering", RELEASE).get("status") or {}).keys()
+        assert peers, "the operator never announced itself in the peering object"
     finally:
         op.stop(timeout=30)
     helm(
