@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 import os
 import threading
 import time
@@ -30,7 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
-from rlrun.runtime.config import DEFAULT_ASSET_ROOT, check_safe_id
+from rlrun.runtime.config import DEFAULT_ASSET_ROOT, RuntimeConfig, check_safe_id
+
+log = logging.getLogger(__name__)
 
 ASSET_ROOT_ENV = "RLRUN_ASSET_ROOT"
 RUN_ID_ENV = "RUN_ID"
@@ -71,6 +74,11 @@ class RunTree:
             return cls(env.get(ASSET_ROOT_ENV) or DEFAULT_ASSET_ROOT, run_id)
         except ValueError as err:
             raise RuntimeError(f"${RUN_ID_ENV}: {err}") from err
+
+    @classmethod
+    def from_config(cls, config: RuntimeConfig) -> RunTree:
+        """The tree of a loaded runtime config (which already applied the RUN_ID / root env overrides)."""
+        return cls(config.asset_root, config.run_id)
 
     @property
     def run_dir(self) -> Path:
@@ -285,12 +293,21 @@ class _Offloader:
             self.handled.add(path)
         return path.as_uri()
 
+    def store_or_keep(self, value: Any, data: bytes | Image.Image, extension: str, where: str) -> Any:
+        """`store`, but a failed write (disk full, read-only volume) keeps the original value and reports it."""
+        try:
+            return self.store(data, extension)
+        except OSError as err:
+            shown = value[:80] if isinstance(value, str) else type(value).__name__
+            self.errors.append(OffloadError(where, shown, f"cannot write to {self.images_dir}: {err}"))
+            return value
+
     def image(self, value: Any, where: str) -> Any:
         """The replacement URL for one image value, or `value` itself when it is left unchanged."""
         if isinstance(value, Image.Image):
-            return self.store(value, ".png")
+            return self.store_or_keep(value, value, ".png", where)
         if isinstance(value, bytes | bytearray | memoryview):
-            return self.store(bytes(value), sniff_extension(bytes(value)))
+            return self.store_or_keep(value, bytes(value), sniff_extension(bytes(value)), where)
         if not isinstance(value, str):
             return value
         if value.startswith("data:"):
@@ -301,7 +318,7 @@ class _Offloader:
             except ValueError as err:
                 self.errors.append(OffloadError(where, value[:80], str(err)))
                 return value
-            return self.store(data, extension_for(media_type))
+            return self.store_or_keep(value, data, extension_for(media_type), where)
         if value.startswith("file:"):
             return self.file_url(value, where)
         return value  # http(s) and anything else stay as they are
@@ -319,26 +336,43 @@ class _Offloader:
         except OSError as err:
             self.errors.append(OffloadError(where, url[:80], f"cannot read {source}: {err}"))
             return url
-        return self.store(data, source.suffix or ".img")
+        return self.store_or_keep(url, data, source.suffix or ".img", where)
 
     def walk(self, node: Any, where: str) -> Any:
         """Return `node` with image parts rewritten; untouched subtrees are returned as the same objects."""
         if isinstance(node, dict):
             return self.walk_dict(node, where)
-        if isinstance(node, list | tuple):
+        if type(node) in (list, tuple):
             items = [self.walk(item, f"{where}[{i}]") for i, item in enumerate(node)]
             if all(new is old for new, old in zip(items, node, strict=True)):
                 return node
             return type(node)(items)
         if hasattr(type(node), "model_fields") and hasattr(node, "model_copy"):  # a pydantic message object
-            updates = {}
-            for name in type(node).model_fields:
-                old = getattr(node, name)
-                new = self.walk(old, f"{where}.{name}")
-                if new is not old:
-                    updates[name] = new
-            return node.model_copy(update=updates) if updates else node
+            return self.walk_model(node, where)
         return node
+
+    def walk_model(self, node: Any, where: str) -> Any:
+        """A pydantic message or content part; image parts are matched like their dict form."""
+        if getattr(node, "type", None) == "image_url":
+            inner = getattr(node, "image_url", None)
+            if isinstance(inner, dict) or hasattr(inner, "model_copy"):
+                old = inner.get("url") if isinstance(inner, dict) else getattr(inner, "url", None)
+                url = self.image(old, f"{where}.image_url.url")
+                if url is old:
+                    return node
+                new = (
+                    {**inner, "url": url}
+                    if isinstance(inner, dict)
+                    else inner.model_copy(update={"url": url})
+                )
+                return node.model_copy(update={"image_url": new})
+        updates = {}
+        for name in type(node).model_fields:
+            old = getattr(node, name)
+            new = self.walk(old, f"{where}.{name}")
+            if new is not old:
+                updates[name] = new
+        return node.model_copy(update=updates) if updates else node
 
     def walk_dict(self, node: dict[str, Any], where: str) -> dict[str, Any]:
         kind = node.get("type")
@@ -365,8 +399,8 @@ def offload_images(value: Any, images_dir: str | os.PathLike[str]) -> OffloadRes
     their value may be a `data:image/...;base64,` URL, a `file://` URL, raw bytes or a PIL image. Each is
     rewritten to the absolute `file://` URI of its content-addressed file (an `image` part becomes an
     `image_url` part). A `file://` URL already under `images_dir` is left as it is and not counted; a
-    foreign one is copied in, keeping its suffix. Malformed data URLs and unreadable files are left
-    unchanged and listed in `errors`; they never fail the batch.
+    foreign one is copied in, keeping its suffix. Malformed data URLs, unreadable files and failed
+    writes are left unchanged and listed in `errors`; they never fail the batch.
 
     The input is never mutated: changed dicts and lists are new objects, unchanged subtrees are shared.
     `written` counts the distinct files handled by this call, including existing ones only touched.
@@ -414,6 +448,8 @@ def sweep_features(
             except OSError as err:
                 if on_error is not None and not isinstance(err, FileNotFoundError):
                     on_error(path, err)
+    if removed:
+        log.info("Swept %d stale mm_feature artifacts (ttl=%ss) under %s", removed, ttl_seconds, root)
     return removed
 
 

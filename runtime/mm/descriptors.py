@@ -133,6 +133,8 @@ def image_uris(messages: Any) -> list[str]:
         elif isinstance(node, list | tuple):
             for value in node:
                 walk(value)
+        elif hasattr(node, "model_dump"):  # pydantic message objects
+            walk(node.model_dump())
 
     walk(messages)
     return found

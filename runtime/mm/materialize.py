@@ -36,7 +36,7 @@ MissingPolicy = Literal["error", "drop"]
 MM_KEYS = ("pixel_values", "image_grid_thw")
 
 
-class MissingImageError(LookupError):
+class MissingImageError(ValueError):
     """An image slot could not be filled: no readable URI carries its hash."""
 
 

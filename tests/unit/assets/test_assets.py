@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
 from rlrun.runtime.assets import (
     OffloadResult,
@@ -27,6 +28,7 @@ from rlrun.runtime.assets import (
     write_content_addressed,
     write_image,
 )
+from rlrun.runtime.config import RuntimeConfig
 
 
 def png_bytes(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (8, 8)) -> bytes:
@@ -424,3 +426,52 @@ def test_sweep_removes_temp_files_of_crashed_writers_only_after_a_grace(tree: Ru
         os.utime(path, (now - age, now - age))
     assert sweep_features(tree, 1800, now=now) == 1
     assert recent_tmp.exists() and not crashed_tmp.exists()
+
+
+def test_offload_through_pydantic_messages_without_mutating_them(tree: RunTree) -> None:
+    class Part(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        type: str
+        image_url: dict | None = None
+        text: str | None = None
+
+    class Message(BaseModel):
+        role: str
+        content: list[Part]
+
+    data = png_bytes((4, 5, 6))
+    message = Message(
+        role="user",
+        content=[Part(type="text", text="hi"), Part(type="image_url", image_url={"url": data_url(data)})],
+    )
+    result = offload_images([message], tree.images_dir)
+    new = result.value[0]
+    assert result.written == 1 and isinstance(new, Message)
+    assert new.content[1].image_url == {"url": (tree.images_dir / name_of(data, ".png")).as_uri()}
+    assert message.content[1].image_url == {"url": data_url(data)}
+    assert new.content[0] is message.content[0]
+
+
+def test_offload_keeps_the_image_when_the_write_fails(tree: RunTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(path: Path, data: bytes) -> None:  # fault injection: a real disk cannot be filled here
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("rlrun.runtime.assets.atomic_write_bytes", full_disk)
+    url = data_url(png_bytes())
+    result = offload_images([image_part(url)], tree.images_dir)
+    assert result.value[0]["image_url"]["url"] == url and result.written == 0
+    assert "No space left on device" in result.errors[0].reason
+
+
+def test_run_tree_from_config(tmp_path: Path) -> None:
+    config = RuntimeConfig(run_id="cfg-run", asset_root=str(tmp_path))
+    assert RunTree.from_config(config).run_dir == config.run_dir.resolve()
+
+
+def test_sweep_logs_what_it_removed(tree: RunTree, caplog: pytest.LogCaptureFixture) -> None:
+    stale = tree.features_dir / "old.bin"
+    stale.write_bytes(b"x")
+    os.utime(stale, (0, 0))
+    with caplog.at_level("INFO", logger="rlrun.runtime.assets"):
+        assert sweep_features(tree, 1800) == 1
+    assert "Swept 1 stale mm_feature artifacts (ttl=1800s)" in caplog.text

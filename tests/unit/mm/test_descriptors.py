@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 import torch
+from pydantic import BaseModel
 
 from rlrun.runtime.assets import uri_to_path
 from rlrun.runtime.mm import (
@@ -21,6 +22,11 @@ from rlrun.runtime.mm import (
     normalize_descriptor,
 )
 from rlrun.runtime.wire import MicroBatch, MMRefs, TrainingSample, pack_floats, pack_ints
+
+
+class Message(BaseModel):
+    role: str
+    content: list[dict]
 
 
 def descriptor(hashes: list[str], grids: list[list[int]]) -> dict:
@@ -120,6 +126,7 @@ def test_collect_mm_refs_keeps_uri_order_and_duplicates(kit) -> None:  # type: i
         kit.user_turn(a, b, "https://example.com/c.png", inline),
     ]
     assert image_uris(messages) == [a, a, b, inline]
+    assert image_uris([Message(role="user", content=[{"type": "image_url", "image_url": {"url": b}}])]) == [b]
     refs = collect_mm_refs(descriptor(["ha", "hb"], [[1, 2, 2], [1, 2, 2]]), messages)
     assert refs.uris == [a, a, b, inline]
     with pytest.raises(ValueError, match="no file:// or data:image"):
