@@ -268,8 +268,8 @@ def parse_data_url(url: str) -> tuple[str, bytes]:
         raise ValueError("data URL is not base64-encoded (no ';base64' marker)")
     if not payload.strip():
         raise ValueError("data URL has an empty payload")
-    try:
-        data = base64.b64decode(payload, validate=False)
+    try:  # strict: junk characters are an error, not silently skipped (line breaks are allowed)
+        data = base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as err:
         raise ValueError(f"invalid base64 payload: {err}") from err
     if not data:

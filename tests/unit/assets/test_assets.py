@@ -288,6 +288,7 @@ def test_offload_counts_distinct_files_and_touches_existing(tree: RunTree) -> No
         "data:image/png,AAAA",  # no ;base64 marker
         "data:image/png;base64,",  # empty payload
         "data:image/png;base64,!!!@@@",  # not base64
+        "data:image/png;base64,iVBORw0KGgo*AAAA",  # junk inside base64
         "data:image/png;base64",  # no comma
     ],
 )
@@ -475,3 +476,11 @@ def test_sweep_logs_what_it_removed(tree: RunTree, caplog: pytest.LogCaptureFixt
     with caplog.at_level("INFO", logger="rlrun.runtime.assets"):
         assert sweep_features(tree, 1800) == 1
     assert "Swept 1 stale mm_feature artifacts (ttl=1800s)" in caplog.text
+
+
+def test_line_wrapped_base64_is_accepted(tree: RunTree) -> None:
+    data = png_bytes()
+    encoded = base64.b64encode(data).decode()
+    wrapped = "\n".join(encoded[i : i + 40] for i in range(0, len(encoded), 40))
+    result = offload_images([image_part(f"data:image/png;base64,{wrapped}")], tree.images_dir)
+    assert result.errors == [] and uri_to_path(result.value[0]["image_url"]["url"]).read_bytes() == data
