@@ -12,11 +12,11 @@ SHORT_RUN = HERE / "color-codeword-short.yaml"
 
 
 def rlrun_local(output_dir: Path, *extra: str, wait: bool = True, timeout: float = 420):
-    """`rlrun local` as a real subprocess (its own session, so a test can signal the whole launcher)."""
+    """`rlrun local` as a real subprocess; `wait=False` returns the Popen so a test can act mid-run."""
+    # The console script, not `-m rlrun.cli`: as __main__ the CLI module would be a second copy, not the
+    # one the subcommands register with.
     argv = [
-        sys.executable,
-        "-m",
-        "rlrun.cli",
+        str(Path(sys.executable).with_name("rlrun")),
         "local",
         str(SHORT_RUN),
         "--output-dir",
@@ -37,13 +37,20 @@ def rlrun_local(output_dir: Path, *extra: str, wait: bool = True, timeout: float
 
 
 @pytest.fixture
-def no_leftover_processes():
-    """Fails the test if any process started during it (launcher, roles, torchrun ranks) is still alive."""
-    before = {p.pid for p in psutil.process_iter()}
+def no_leftover_processes(tmp_path):
+    """Fails the test if a process of this test's run (launcher, roles, torchrun ranks) is still alive.
+
+    Every role gets RLRUN_CONFIG under the run's output dir and the launcher has it on its command line,
+    so other people's processes on a shared machine never count.
+    """
     yield
+    mine = str(tmp_path)
     left = []
     for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["pid"] not in before and "rlrun" in cmd and p.info["pid"] != os.getpid():
-            left.append(f"{p.info['pid']}: {cmd[:160]}")
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if mine in cmd or p.environ().get("RLRUN_CONFIG", "").startswith(mine):
+                left.append(f"{p.info['pid']}: {cmd[:160]}")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     assert not left, "processes left behind:\n" + "\n".join(left)
