@@ -103,6 +103,7 @@ class RolloutWorker:
             "max_tokens": sampling.max_tokens,
             "seed": sampling.seed,
             "logprobs": True,
+            "return_token_ids": True,  # vLLM's switch for prompt/completion token ids; the CPU engine always sends them
         }
         url = next(self._urls)
         try:

@@ -80,6 +80,11 @@ class Engine:
         self.pad_id: int = self.tokenizer.pad_token_id
         self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
         self.stop_ids.discard(None)
+        # Tokens only the renderer may place: a sampled <|image_pad|> would make the trainer's forward
+        # find more image tokens than images. Masked for sampling; reported logprobs stay raw.
+        banned = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
+        vocab = self.tokenizer.get_vocab()
+        self.banned_ids = sorted(vocab[t] for t in banned if t in vocab)
         self.version = 0
 
     # ------------------------------------------------------------------ weights
@@ -158,11 +163,12 @@ class Engine:
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         done = [False] * len(rows)
+        banned = torch.tensor(self.banned_ids, dtype=torch.long)
         next_pos = attention.sum(-1, keepdim=True) + deltas.to(self.device)  # [rows, 1]
         for step in range(max(limits)):
             logits = out.logits[:, -1].float().cpu()
             raw = torch.log_softmax(logits, dim=-1)
-            chosen = _sample(logits, temperature, top_p, generators)
+            chosen = _sample(logits.index_fill(1, banned, float("-inf")), temperature, top_p, generators)
             for r, token in enumerate(chosen.tolist()):
                 if done[r]:
                     continue

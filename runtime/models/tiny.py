@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 BUILTIN_TINY = "builtin:tiny-qwen2-vl"
 DONE_MARKER = "DONE"
 
@@ -83,7 +85,7 @@ def tiny_config(tokenizer):  # -> Qwen2VLConfig
     from transformers import Qwen2VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    vocab_size = -(-len(tokenizer) // 8) * 8
+    vocab_size = len(tokenizer)  # no padding rows: an id the tokenizer lacks must never be sampled
     text = {
         "vocab_size": vocab_size,
         "hidden_size": 64,
@@ -119,6 +121,66 @@ def tiny_config(tokenizer):  # -> Qwen2VLConfig
     )
 
 
+WARMUP_TEXTS = (
+    "What is the codeword for this colour?",
+    "Name the codeword.",
+    "Answer with one word.",
+    "Reverse the order of these words: kilo lima",
+)
+
+
+def format_warmup(model, tokenizer, image_processor, seed: int, steps: int = 20, batch: int = 16) -> None:
+    """Teach the answer *format* only: reply with a uniformly random NATO word, then <|im_end|>.
+
+    A random model puts ~1/vocab on each answer word, so RL would see almost no reward for hundreds of
+    steps. The targets here are drawn independently of the prompt and image, so afterwards each NATO
+    word gets ~1/26 whatever the input: RL starts at chance and every gain must come from the input.
+    Few steps on purpose: training longer to ignore the input makes the body input-blind and stalls RL.
+    """
+    import random
+
+    import torch
+
+    from rlrun.runtime.mm import mm_token_type_ids
+    from rlrun.runtime.models.chat import render_prompt
+
+    rng = random.Random(seed)
+    nato = [tokenizer.convert_tokens_to_ids(w) for w in WORD_TOKENS[:26]]
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        text = WARMUP_TEXTS[step % len(WARMUP_TEXTS)]
+        rows, images = [], []
+        for _ in range(batch):
+            content: list[dict] = [{"type": "text", "text": text}]
+            if step % 2 == 0:
+                content.insert(0, {"type": "image_url", "image_url": {"url": "mem://"}})
+            colour = tuple(rng.randrange(256) for _ in range(3))
+            ids, imgs = render_prompt(
+                [{"role": "user", "content": content}],
+                tokenizer,
+                image_processor,
+                load_image=lambda _url, c=colour: Image.new("RGB", (32, 32), c),
+            )
+            rows.append([*ids, rng.choice(nato), eos])
+            images += imgs
+        input_ids = torch.tensor(rows)
+        extra = dict(image_processor(images=images, return_tensors="pt")) if images else {}
+        logits = model(
+            input_ids=input_ids,
+            mm_token_type_ids=mm_token_type_ids(input_ids, model.config.image_token_id),
+            **extra,
+        ).logits[:, -3:-1]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), input_ids[:, -2:].reshape(-1)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 def is_complete(model_dir: Path) -> bool:
     return (model_dir / DONE_MARKER).is_file()
 
@@ -141,6 +203,7 @@ def build_tiny_vlm(out_dir: Path, seed: int = 0) -> Path:
         tokenizer = build_tokenizer()
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(tiny_config(tokenizer))
+        format_warmup(model, tokenizer, build_image_processor(), seed)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -16,7 +16,9 @@ def test_color_examples_are_solid_images_with_distinct_codewords() -> None:
     assert len(env) == 4 and env.example(5).example_id == env.example(1).example_id
     for i in range(4):
         image = env.example(i).messages[0]["content"][0]["image"]
-        assert isinstance(image, Image.Image) and image.getextrema() == tuple((c, c) for c in image.getpixel((0, 0)))
+        assert isinstance(image, Image.Image) and image.getextrema() == tuple(
+            (c, c) for c in image.getpixel((0, 0))
+        )
     assert len({env.example(i).answer for i in range(4)}) == 4
     assert (
         ColorCodeword(seed=1).codewords != ColorCodeword(seed=2).codewords or ColorCodeword(seed=3).codewords
