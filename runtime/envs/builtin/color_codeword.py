@@ -18,16 +18,16 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("red", (230, 25, 25)),
     ("green", (25, 200, 40)),
     ("blue", (30, 60, 230)),
+    ("black", (10, 10, 10)),  # before yellow: a random vision tower tells red from yellow poorly
+    ("white", (245, 245, 245)),
     ("yellow", (240, 220, 20)),
     ("cyan", (20, 220, 220)),
     ("magenta", (220, 30, 200)),
     ("orange", (245, 140, 20)),
     ("purple", (120, 40, 170)),
-    ("white", (245, 245, 245)),
-    ("black", (10, 10, 10)),
 )
 CODEWORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett")
-PROMPT = "What is the codeword for this colour?"
+PROMPT = "Codeword?"
 
 
 def first_word(text: str) -> str:
@@ -55,7 +55,9 @@ class ColorCodeword(Environment):
     def make_example(self, index: int) -> Example:
         name, rgb = self.colours[index]
         image = Image.new("RGB", (self.image_size, self.image_size), rgb)
-        content = [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}]
+        # Short text, image last: the answer position sits right after the image tokens, which a 2-layer
+        # model needs to pick up the image signal (image first behind a long question plateaus at 0.5).
+        content = [{"type": "text", "text": PROMPT}, {"type": "image", "image": image}]
         return Example(f"{self.id}-{name}", [{"role": "user", "content": content}], self.codewords[index])
 
     def reward(self, example: Example, completion: str) -> float:

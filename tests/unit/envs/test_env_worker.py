@@ -41,7 +41,7 @@ def test_color_rollouts_carry_file_refs_and_each_image_is_offloaded_once(color_s
     path = uri_to_path(uri)
     assert path.parent == color_stack.images_dir.resolve()
     assert path.name == hashlib.sha256(path.read_bytes()).hexdigest()[:16] + ".png"
-    assert rollouts[0]["prompt"][0]["content"][0] == {"type": "image_url", "image_url": {"url": uri}}
+    assert rollouts[0]["prompt"][0]["content"][1] == {"type": "image_url", "image_url": {"url": uri}}
     assert rollouts[0]["mm"]["descriptor"]["mm_hashes"]["image"] == [path.stem]
     # Every group of every example, concurrently: one file per distinct colour, never a copy.
     with ThreadPoolExecutor(8) as pool:

@@ -15,7 +15,7 @@ def test_color_examples_are_solid_images_with_distinct_codewords() -> None:
     env = ColorCodeword(num_colours=4)
     assert len(env) == 4 and env.example(5).example_id == env.example(1).example_id
     for i in range(4):
-        image = env.example(i).messages[0]["content"][0]["image"]
+        image = env.example(i).messages[0]["content"][1]["image"]
         assert isinstance(image, Image.Image) and image.getextrema() == tuple(
             (c, c) for c in image.getpixel((0, 0))
         )
