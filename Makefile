@@ -27,12 +27,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Bytecode is written (PYTHONDONTWRITEBYTECODE unset): every role and torchrun rank is a fresh process,
+# and recompiling torch from source costs each one seconds of CPU.
 test: setup tools lint
-	KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
+	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
 	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q
 
 demo: setup
-	$(VENV)/bin/rlrun local examples/color-codeword.yaml
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/rlrun local examples/color-codeword.yaml
 
 clean:
 	rm -rf $(VENV)
