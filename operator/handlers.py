@@ -18,10 +18,24 @@ from rlrun.operator.runner import Reconciler
 WATCHED_CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
 
 
+def bearer_token(cfg: client.Configuration) -> str | None:
+    """The bare token of a client configuration, or None.
+
+    kubernetes>=12 stores it as `api_key["BearerToken"] = "Bearer <tok>"` (kubeconfig) or "bearer <tok>"
+    (in-cluster, refreshed from the projected token file by `refresh_api_key_hook`, which
+    `get_api_key_with_prefix` runs); older clients used `api_key["authorization"]`. Missing it makes kopf
+    log in as system:anonymous, so every form is read here."""
+    value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":  # a bare token with no scheme
+        token = value.strip()
+    return token.strip() or None
+
+
 def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
     """kopf's credentials from the same client configuration `Kube` uses (one kubeconfig, one identity)."""
     cfg = api.configuration
-    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ") or None
+    token = bearer_token(cfg)
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,
@@ -42,6 +56,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, api: clien
         settings.watching.client_timeout = 330
         # Events are written by the Reconciler after each status write; kopf's own are noise.
         settings.posting.level = 40
+        # The operator is told its namespaces and the CRD is installed beforehand (chart/manifests): no
+        # need to watch Namespaces and CRDs, which least-privilege RBAC forbids (kopf would retry the
+        # Forbidden scans for a minute before serving anything).
+        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -194,7 +194,7 @@ class ControlPlane:
             f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.0.0.0/16",
             "--allow-privileged=true", "--enable-priority-and-fairness=false",
             "--endpoint-reconciler-type=none", "--profiling=false", "--v=1",
         ])  # fmt: skip
