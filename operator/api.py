@@ -449,7 +449,15 @@ class RLRunSpec(Section):
 # ------------------------------------------------------------------------------------------ status
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-CONDITION_TYPES = ("Ready", "InferenceReady", "EnvWorkersReady", "OrchestratorReady", "TrainerReady")
+CONDITION_TYPES = (
+    "Ready",
+    "InferenceReady",
+    "EnvWorkersReady",
+    "OrchestratorReady",
+    "TrainerReady",
+    "Stalled",
+    "ReconcileError",
+)
 
 
 class StatusSection(Section):
@@ -489,6 +497,9 @@ class ProgressStatus(StatusSection):
     policy_lag: int | None = Field(None, ge=0)
     updated_at: datetime | None = None
     attempt: int | None = Field(None, ge=0, description="Orchestrator attempt that reported it.")
+    step_seconds: float | None = Field(
+        None, ge=0, description="Duration of the last step; seeds stall detection after an operator restart."
+    )
 
 
 class RLRunStatus(StatusSection):
@@ -505,7 +516,18 @@ class RLRunStatus(StatusSection):
     completion_time: datetime | None = None
     restarts: int | None = Field(None, ge=0, description="Trainer-group plus orchestrator restarts.")
     trainer_attempt: int | None = Field(None, ge=0)
+    trainer_not_before: datetime | None = Field(
+        None, description="Backoff: the trainer group's current attempt is not created before this time."
+    )
     orchestrator_restarts: int | None = Field(None, ge=0)
+    orchestrator_attempt: int | None = Field(
+        None,
+        ge=0,
+        description="Orchestrator attempt (RLRUN_ATTEMPT of its pod); progress from older ones is refused.",
+    )
+    orchestrator_not_before: datetime | None = Field(
+        None, description="Backoff: the orchestrator's current attempt is not created before this time."
+    )
     components: ComponentsStatus | None = None
     progress: ProgressStatus | None = None
     message: str | None = None

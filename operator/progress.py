@@ -27,7 +27,16 @@ from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY,
 from rlrun.operator.status import parse_time
 from rlrun.runtime.config import Progress
 
-STATUS_FIELDS = ("step", "maxSteps", "rewardMean", "samplesPerSecond", "policyLag", "updatedAt", "attempt")
+STATUS_FIELDS = (
+    "step",
+    "maxSteps",
+    "rewardMean",
+    "samplesPerSecond",
+    "policyLag",
+    "updatedAt",
+    "attempt",
+    "stepSeconds",
+)
 STEP_HISTORY = 32
 
 Key = tuple[str, str]
@@ -87,6 +96,10 @@ class ProgressStore:
         if stored and (entry.report is None or _order(stored) > _order(entry.report)):
             entry.report = dict(stored)
             entry.last_advance = entry.last_advance or parse_time(stored.get("updatedAt"))
+            # A restarted operator has no step history: the stored last step time keeps the stall
+            # threshold at factor x step time instead of dropping to the floor.
+            if not entry.step_seconds and stored.get("stepSeconds") is not None:
+                entry.step_seconds.append(float(stored["stepSeconds"]))
         return ProgressView(entry.report, tuple(entry.step_seconds), entry.last_advance)
 
     def forget(self, key: Key) -> None:

@@ -26,6 +26,7 @@ from rlrun.operator.names import (
     LABEL_TRAINER_ATTEMPT,
 )
 from rlrun.operator.observe import LABEL_ORCHESTRATOR_ATTEMPT, Children
+from rlrun.operator.reconcile_errors import clear_error
 from rlrun.operator.restarts import GroupState, RestartPolicy, StallPolicy, on_group_failure, stalled
 from rlrun.operator.status import (
     COMPONENT_CONDITIONS,
@@ -202,6 +203,7 @@ def plan(
     st.progress = progress.report or st.progress
     if st.start_time is None:
         st.start_time = now
+    clear_error(st, now)  # this pass's writes are about to succeed, or the runner sets it again
 
     if st.phase not in TERMINAL:
         _decide_lifecycle(p, settings, children, progress, now)

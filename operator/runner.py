@@ -27,6 +27,7 @@ from rlrun.operator.names import APP_NAME, LABEL_COMPONENT, LABEL_INSTANCE, LABE
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore
 from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY, Plan, RunSettings, plan
+from rlrun.operator.reconcile_errors import describe_error, report_error
 from rlrun.operator.render import render_children
 from rlrun.operator.restarts import StallPolicy
 from rlrun.operator.status import RunStatus
@@ -150,39 +151,72 @@ class Reconciler:
             )
             return None
         settings = RunSettings.from_body(body, self.stall)
-        objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
-        children = observe(objects, pods)
         stored = RunStatus.from_dict(body.get("status"))
-        progress = self.store.view(key, stored.progress, stored.orchestrator.attempt)
-        decided = plan(
-            settings,
-            lambda attempt: render_children(run, trainer_attempt=attempt),
-            children,
-            stored,
-            progress,
-            self.clock(),
-            self.progress_url,
-        )
-        await asyncio.to_thread(self._write, body, decided)
+        try:
+            objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
+            children = observe(objects, pods)
+            progress = self.store.view(key, stored.progress, stored.orchestrator.attempt)
+            decided = plan(
+                settings,
+                lambda attempt: render_children(run, trainer_attempt=attempt),
+                children,
+                stored,
+                progress,
+                self.clock(),
+                self.progress_url,
+            )
+            await asyncio.to_thread(self._write, body, decided)
+        except Exception as exc:
+            await asyncio.to_thread(self._write_error, body, stored, exc)
+            raise
         return decided.requeue_after
+
+    def _write_error(self, body: dict[str, Any], stored: RunStatus, exc: Exception) -> None:
+        """Show a failed pass on the RLRun: the condition first, then (only if it changed) the Event.
+        Best effort: the pass's own error is what gets raised and logged."""
+        meta = body["metadata"]
+        report = report_error(stored, exc, self.clock())
+        try:
+            if report.conditions is not None:
+                self.kube.patch_run_status(meta["namespace"], meta["name"], {"conditions": report.conditions})
+            if report.event is not None:
+                self.kube.event(body, *report.event)
+        except Exception as e:
+            log.warning(
+                "rlrun %s/%s: could not record the reconcile error on the run: %s",
+                meta["namespace"],
+                meta["name"],
+                describe_error(e)[1],
+            )
 
     def _write(self, body: dict[str, Any], p: Plan) -> None:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        for api_version, kind, child in p.delete:
-            self.kube.delete(api_version, kind, ns, child)
-        if p.ensure_progress_secret:
-            labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name, LABEL_COMPONENT: "orchestrator"}
-            self.kube.create_progress_secret(
-                body, f"{name}{PROGRESS_SECRET_SUFFIX}", PROGRESS_TOKEN_KEY, labels
-            )
-        for obj in p.create:
-            self.kube.create(obj)
-        for obj in p.apply:
-            self.kube.apply(obj)
-        for job, suspend in p.suspend:
-            self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})
-        self.kube.patch_run_status(ns, name, p.status.to_dict())
+        action = "start writing"
+        try:
+            for api_version, kind, child in p.delete:
+                action = f"delete {kind} {child}"
+                self.kube.delete(api_version, kind, ns, child)
+            if p.ensure_progress_secret:
+                action = f"create Secret {name}{PROGRESS_SECRET_SUFFIX}"
+                labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name, LABEL_COMPONENT: "orchestrator"}
+                self.kube.create_progress_secret(
+                    body, f"{name}{PROGRESS_SECRET_SUFFIX}", PROGRESS_TOKEN_KEY, labels
+                )
+            for obj in p.create:
+                action = f"create {obj['kind']} {obj['metadata']['name']}"
+                self.kube.create(obj)
+            for obj in p.apply:
+                action = f"apply {obj['kind']} {obj['metadata']['name']}"
+                self.kube.apply(obj)
+            for job, suspend in p.suspend:
+                action = f"patch Job {job} suspend={suspend}"
+                self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})
+            action = "write the status"
+            self.kube.patch_run_status(ns, name, p.status.to_dict())
+        except Exception as exc:  # name the write that failed, for the RLRun's ReconcileError
+            exc.add_note(f"{action} failed")
+            raise
         for event in p.events:
             log.info("rlrun %s/%s %s: %s", ns, name, event.reason, event.message)
             self.kube.event(body, event.type, event.reason, event.message)

@@ -1,9 +1,16 @@
 """The operator against a real control plane (apiserver + controller-manager + scheduler + kwok pods)."""
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from operator_harness import condition, create_run, events, get, run_doc, run_status, running_operator
 
+from rlrun.operator.restarts import GroupState
+from rlrun.operator.status import RunStatus
+
 pytestmark = pytest.mark.cluster
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 CHILDREN = [
     ("persistentvolumeclaim", "demo-assets"),
@@ -85,3 +92,37 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(crd, name
     deployments = get(kube, namespace, "deployments")["items"]
     assert sorted(d["metadata"]["name"] for d in deployments) == ["demo-envs", "demo-inference"]
     assert len(get(kube, namespace, "pods", "-l", "app.kubernetes.io/component=trainer")["items"]) == 1
+
+
+def test_every_status_field_the_operator_writes_survives_the_api_servers_pruning(crd, namespace):
+    """Backoff deadlines, the orchestrator's own attempt and the last step time live only in status: a
+    field the CRD schema lacks is silently dropped by the API server, and a restarted operator would then
+    skip a backoff or lose the stall threshold."""
+    kube = crd
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(run_doc()))
+    full = RunStatus(
+        phase="Running",
+        reason="Restarting",
+        message="trainer failed; restart 2/3",
+        conditions=[
+            {"type": t, "status": v, "reason": r, "message": r, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            for t, v, r in (("Stalled", "True", "NoStepAdvance"), ("ReconcileError", "False", "Reconciled"))
+        ],
+        observed_generation=1,
+        start_time=T0,
+        trainer=GroupState(restarts=2, attempt=2, not_before=T0 + timedelta(seconds=30)),
+        orchestrator=GroupState(restarts=1, attempt=1, not_before=T0 + timedelta(seconds=60)),
+        components={"trainer": {"ready": 1, "desired": 1}},
+        progress={
+            "step": 4,
+            "maxSteps": 9,
+            "attempt": 1,
+            "stepSeconds": 1.5,
+            "updatedAt": "2026-01-01T00:00:00Z",
+        },
+    )
+    patch = json.dumps({"status": full.to_dict()})
+    kube.kubectl("patch", "rlr", "demo", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+    stored = run_status(kube, namespace)
+    assert {k for k, v in full.to_dict().items() if v is not None} <= set(stored), stored
+    assert RunStatus.from_dict(stored) == full

@@ -197,6 +197,38 @@ def test_helm_chart_rbac_suffices_and_one_verb_less_breaks_reconcile(
             if kind != "secret":
                 assert _get(kube, namespace, kind, f"denied{suffix}") is None, (kind, suffix)
         assert "phase" not in (_get(kube, namespace, "rlrun", "denied").get("status") or {})
+
+        # The user sees it on the RLRun, not only in the operator's log: a ReconcileError condition that
+        # names the failed write and the verb, and ONE Warning Event however many passes fail alike.
+        def reconcile_error() -> dict[str, Any] | None:
+            status = _get(kube, namespace, "rlrun", "denied").get("status") or {}
+            return next((c for c in status.get("conditions") or [] if c["type"] == "ReconcileError"), None)
+
+        cond = wait_for(reconcile_error, 30, "a ReconcileError condition on run denied")
+        assert cond["status"] == "True" and cond["reason"] == "Forbidden", cond
+        assert cond["message"].startswith("create Job denied-orchestrator failed: jobs.batch is forbidden")
+        assert 'cannot create resource "jobs" in API group "batch"' in cond["message"], cond
+        failed = len(forbidden())
+        wait_for(lambda: len(forbidden()) >= failed + 2, 30, "two more failing passes")
+        warnings = [
+            e
+            for e in _get(kube, namespace, "events", "--field-selector", "involvedObject.name=denied")[
+                "items"
+            ]
+            if e["reason"] == "ReconcileError"
+        ]
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+        assert warnings[0]["message"].startswith("Forbidden: create Job denied-orchestrator failed")
+        assert "phase" not in (_get(kube, namespace, "rlrun", "denied").get("status") or {})
+
+        # The verb given back: the next pass succeeds and the condition goes False.
+        role = _get(kube, namespace, "role", OPERATOR)
+        jobs = next(r for r in role["rules"] if r["apiGroups"] == ["batch"] and r["resources"] == ["jobs"])
+        jobs["verbs"].append("create")
+        kube.kubectl("replace", "-f", "-", input=json.dumps(role))
+        wait_for(lambda: reconcile_error()["status"] == "False", 60, "ReconcileError cleared")
+        assert reconcile_error()["reason"] == "Reconciled"
+        assert _get(kube, namespace, "job", "denied-trainer") is not None
     finally:
         op.stop(timeout=30)
     helm(
