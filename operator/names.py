@@ -107,17 +107,20 @@ RESERVED_ENV = (
     "RLRUN_ASSET_ROOT",
     "RLRUN_CONFIG",
     "RLRUN_COMPONENT",
-    "RLRUN_INFERENCE_URL",
-    "RLRUN_ENV_WORKERS_URL",
-    "RLRUN_ORCHESTRATOR_URL",
+    "RLRUN_INFERENCE_URLS",
+    "RLRUN_ENV_WORKER_URLS",
     "RLRUN_PORT",
+    "RLRUN_ATTEMPT",
+    "RLRUN_PROGRESS_URL",
+    "RLRUN_PROGRESS_TOKEN",
     "MASTER_ADDR",
     "MASTER_PORT",
     "NNODES",
     "NODE_RANK",
     "NPROC_PER_NODE",
 )
-"""Env names the renderers set; `spec.env` may not override them (it would break the wiring)."""
+"""Env names the renderers and the operator set (the pod contract, see render/common.py); `spec.env` may
+not override them (it would break the wiring)."""
 
 
 def child_name(run: str, suffix: str) -> str:

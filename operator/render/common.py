@@ -3,6 +3,23 @@ component starts from (env, mounts, security, scheduling) and Services.
 
 Everything here is a pure function of the RLRun: no I/O, no clock, no randomness, so the same RLRun
 always renders byte-identical children and server-side apply sees no change when nothing changed.
+
+The pod contract: what each container is started with and what the runtime role reads from it. Pods
+need no port or peer flags; each role's `settings_from(argv, environ)` resolves them from this env, and
+tests/unit/operator/test_pod_contract.py checks every rendered container against it.
+
+| Variable / argv             | Set on                | Read by                                                   |
+|-----------------------------|-----------------------|-----------------------------------------------------------|
+| RUN_ID, RLRUN_ASSET_ROOT    | every container       | RuntimeConfig.load (override the ConfigMap's values)      |
+| RLRUN_CONFIG                | every container       | RuntimeConfig.load: /etc/rlrun/config.json (ConfigMap)    |
+| RLRUN_COMPONENT             | every container       | nobody in the runtime: the role's name, for logs/metrics  |
+| RLRUN_PORT                  | inference, env-workers, orchestrator | listen port (inference 8000, env-workers 8100, orchestrator status 8200); the Service targets it by name `http` |
+| RLRUN_INFERENCE_URLS        | every container       | env-workers, orchestrator, trainer (comma-separated)      |
+| RLRUN_ENV_WORKER_URLS       | every container       | orchestrator (comma-separated)                            |
+| RLRUN_ATTEMPT               | Jobs (operator stamps) | orchestrator: the attempt its progress reports carry      |
+| RLRUN_PROGRESS_URL, _TOKEN  | orchestrator Job      | orchestrator: POST {operator}/v1/namespaces/<ns>/rlruns/<run>/progress |
+| MASTER_ADDR/PORT, NNODES, NPROC_PER_NODE, NODE_RANK | trainer | torchrun flags via $(VAR) expansion; torch reads the rest |
+| command                     | inference (CPU) `rlrun-inference`, GPU `python -m rlrun.runtime.inference.vllm_server` + vLLM args; env-workers `rlrun-env-worker`; orchestrator `rlrun-orchestrator`; trainer `torchrun ... -m rlrun.runtime.trainer` |
 """
 
 from __future__ import annotations
@@ -82,16 +99,12 @@ def base_env(run: RLRun, component: str) -> list[dict[str, Any]]:
         {"name": "RLRUN_CONFIG", "value": names.CONFIG_PATH},
         {"name": "RLRUN_COMPONENT", "value": component},
         {
-            "name": "RLRUN_INFERENCE_URL",
+            "name": "RLRUN_INFERENCE_URLS",
             "value": service_url(run, names.SUFFIX_INFERENCE, names.INFERENCE_PORT),
         },
         {
-            "name": "RLRUN_ENV_WORKERS_URL",
+            "name": "RLRUN_ENV_WORKER_URLS",
             "value": service_url(run, names.SUFFIX_ENV_WORKERS, names.ENV_WORKER_PORT),
-        },
-        {
-            "name": "RLRUN_ORCHESTRATOR_URL",
-            "value": service_url(run, names.SUFFIX_ORCHESTRATOR, names.ORCHESTRATOR_PORT),
         },
         {"name": "HF_HOME", "value": names.HF_HOME},
     ]

@@ -16,18 +16,10 @@ def inference_command(run: RLRun) -> tuple[str, list[str], list[str]]:
     inf, model, images = run.spec.inference, run.spec.model, run.spec.images
     if not inf.gpus_per_replica:
         return images.runtime, ["rlrun-inference"], []
-    args = ["--model", model.name]
-    if model.revision:
-        args += ["--revision", model.revision]
-    args += [
-        "--tensor-parallel-size",
-        str(inf.tensor_parallel_size),
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(names.INFERENCE_PORT),
-        *inf.extra_args,
-    ]
+    # The model comes from the runtime config and the port from $RLRUN_PORT (see render.common); what is
+    # left are vLLM's own arguments, passed through.
+    args = ["--revision", model.revision] if model.revision else []
+    args += ["--tensor-parallel-size", str(inf.tensor_parallel_size), *inf.extra_args]
     return images.inference, ["python", "-m", "rlrun.runtime.inference.vllm_server"], args
 
 

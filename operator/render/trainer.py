@@ -38,9 +38,10 @@ TORCHRUN_ARGS = [
     "--master-port=$(MASTER_PORT)",
     "--max-restarts=0",
     "-m",
-    "rlrun.runtime.trainer.main",
+    "rlrun.runtime.trainer",
 ]
-"""torchrun wiring; $(VAR) is expanded by the kubelet from the container's env."""
+"""torchrun wiring; $(VAR) is expanded by the kubelet from the container's env. `-m` names the package:
+its `__main__` runs the trainer (`rlrun.runtime.trainer.main` only defines `main`)."""
 
 
 def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:

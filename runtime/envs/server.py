@@ -8,7 +8,8 @@
                         completion_logprobs, reward, policy_version, finish_reason, mm}]}
     GET  /health
 
-Inference URLs come from --inference-url (repeatable) or $RLRUN_INFERENCE_URLS (comma separated).
+Inference URLs come from --inference-url (repeatable) or $RLRUN_INFERENCE_URLS (comma separated);
+--port defaults to $RLRUN_PORT, then 8100.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from rlrun.runtime.envs.worker import RolloutError, RolloutWorker, Sampling
 log = logging.getLogger("rlrun.env_worker")
 WORKER = web.AppKey("worker", RolloutWorker)
 INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
+PORT_ENV = "RLRUN_PORT"
 
 
 class SamplingBody(BaseModel):
@@ -140,24 +142,33 @@ async def serve(app: web.Application, host: str, port: int, ready_file: Path | N
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rlrun.runtime.config import RuntimeConfig
-
+def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    """The command line, resolved against the environment (pure; exits like argparse on a bad one):
+    --port, else $RLRUN_PORT, else 8100; `inference_urls` from --inference-url, else $RLRUN_INFERENCE_URLS."""
     parser = argparse.ArgumentParser(prog="rlrun-env-worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--port", type=int, default=int(environ.get(PORT_ENV) or 8100))
     parser.add_argument(
         "--inference-url", action="append", default=[], help=f"repeatable; default ${INFERENCE_URLS_ENV}"
     )
     parser.add_argument("--ready-file", type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    urls = args.inference_url or [u for u in os.environ.get(INFERENCE_URLS_ENV, "").split(",") if u]
-    if not urls:
+    args.inference_urls = args.inference_url or [
+        u for u in environ.get(INFERENCE_URLS_ENV, "").split(",") if u
+    ]
+    if not args.inference_urls:
         parser.error(f"no inference URL: pass --inference-url or set ${INFERENCE_URLS_ENV}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlrun.runtime.config import RuntimeConfig
+
+    args = settings_from(argv, os.environ)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = RuntimeConfig.load(args.config)
-    app = create_app(worker_factory(config, urls))
+    app = create_app(worker_factory(config, args.inference_urls))
     asyncio.run(serve(app, args.host, args.port, args.ready_file))
     return 0
 

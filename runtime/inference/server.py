@@ -2,6 +2,7 @@
 
     rlrun-inference [--config rlrun-config.json] [--host 127.0.0.1] [--port 0] [--ready-file PATH]
 
+--port defaults to $RLRUN_PORT, then 8000.
 The model comes from the runtime config (`model.name`; the builtin tiny model is built once under the run
 dir). With `--ready-file`, the server writes {"url": ..., "port": ...} there atomically once it listens
 and the model is loaded, which is how `rlrun local` finds a server started on port 0.
@@ -15,7 +16,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from rlrun.runtime.inference.protocol import (
 from rlrun.runtime.models.chat import load_image_url, render_prompt
 
 log = logging.getLogger("rlrun.inference")
+PORT_ENV = "RLRUN_PORT"
 
 ENGINE = web.AppKey("engine", Engine)
 BATCHER = web.AppKey("batcher", MicroBatcher)
@@ -184,21 +186,27 @@ async def serve(app: web.Application, host: str, port: int, ready_file: Path | N
         await runner.cleanup()
 
 
+def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    """The command line, resolved against the environment (pure): the listen port is --port, else
+    $RLRUN_PORT (what the operator's pods set), else 8000. No server is started."""
+    parser = argparse.ArgumentParser(prog="rlrun-inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
+    parser.add_argument("--model", help="override model.name of the config")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(environ.get(PORT_ENV) or 8000))
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-window-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch-rows", type=int, default=256)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlrun.runtime.config import RuntimeConfig
     from rlrun.runtime.inference.engine import apply_thread_limit, default_device
     from rlrun.runtime.models.tiny import resolve_model
 
-    parser = argparse.ArgumentParser(prog="rlrun-inference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
-    parser.add_argument("--model", help="override model.name of the config")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--batch-window-ms", type=float, default=5.0)
-    parser.add_argument("--max-batch-rows", type=int, default=256)
-    args = parser.parse_args(argv)
+    args = settings_from(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     apply_thread_limit()
     config = RuntimeConfig.load(args.config)

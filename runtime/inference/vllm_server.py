@@ -2,6 +2,8 @@
 
     python -m rlrun.runtime.inference.vllm_server [--config cfg.json] [--port 8000] [-- <vllm serve args>]
 
+--port defaults to $RLRUN_PORT, then 8000.
+
 vLLM already serves chat completions with `file://` images (`--allowed-local-media-path`), token ids
 (`return_token_ids`, which the env-worker always sends) and raw logprobs (`--logprobs-mode raw_logprobs`,
 what the trainer recomputes). rlrun adds:
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +96,24 @@ def install_extension(app: Any, run_dir: Path) -> None:
     app.add_api_route("/v1/version", version, methods=["GET"])
 
 
+def settings_from(
+    argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> tuple[argparse.Namespace, list[str]]:
+    """(rlrun's options, the vLLM arguments passed through), resolved against the environment (pure):
+    --port, else $RLRUN_PORT (what the operator's pods set), else 8000."""
+    parser = argparse.ArgumentParser(prog="rlrun-inference-vllm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(environ.get("RLRUN_PORT") or 8000))
+    args, extra = parser.parse_known_args(argv)
+    return args, [a for a in extra if a != "--"]
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlrun.runtime.config import RuntimeConfig
     from rlrun.runtime.models.tiny import resolve_model
 
-    parser = argparse.ArgumentParser(prog="rlrun-inference-vllm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8000)
-    args, extra = parser.parse_known_args(argv)
+    args, extra = settings_from(argv, os.environ)
     config = RuntimeConfig.load(args.config)
     model = str(resolve_model(config.model.name, config.run_dir, seed=config.orchestrator.seed))
 
@@ -112,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     vllm_parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
     vllm_parser.add_argument("model_tag", nargs="?")
-    vllm_args = vllm_parser.parse_args(
-        vllm_argv(model, config, args.host, args.port, [a for a in extra if a != "--"])
-    )
+    vllm_args = vllm_parser.parse_args(vllm_argv(model, config, args.host, args.port, extra))
     vllm_args.model = vllm_args.model_tag or vllm_args.model
     validate_parsed_serve_args(vllm_args)
 

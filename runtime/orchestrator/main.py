@@ -1,7 +1,8 @@
 """The orchestrator role (`python -m rlrun.runtime.orchestrator` or `rlrun-orchestrator`).
 
 Env-worker and inference base URLs come from flags or $RLRUN_ENV_WORKER_URLS / $RLRUN_INFERENCE_URLS
-(comma-separated; Service URLs in the cluster); the status endpoint listens on --status-port.
+(comma-separated; Service URLs in the cluster); the status endpoint listens on --status-port, else
+$RLRUN_PORT. $RLRUN_ATTEMPT (set by the operator) is the attempt its progress reports carry.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from rlrun.runtime.orchestrator.state import load_state
 log = logging.getLogger("rlrun.orchestrator")
 ENV_WORKER_URLS_ENV = "RLRUN_ENV_WORKER_URLS"
 INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
+PORT_ENV = "RLRUN_PORT"
+ATTEMPT_ENV = "RLRUN_ATTEMPT"
 
 
-def _urls(flag: list[str] | None, env: str) -> list[str]:
-    return [u.rstrip("/") for u in (flag or os.environ.get(env, "").split(",")) if u]
+def _urls(flag: list[str] | None, environ: Mapping[str, str], env: str) -> list[str]:
+    return [u.rstrip("/") for u in (flag or environ.get(env, "").split(",")) if u]
 
 
 def _mm_encoder(cfg: RuntimeConfig) -> Any:
@@ -47,11 +50,21 @@ def _mm_encoder(cfg: RuntimeConfig) -> Any:
     return lambda refs: encode_mm_kwargs(materializer.materialize(refs))
 
 
-async def serve(cfg: RuntimeConfig, env_urls: list[str], inference_urls: list[str], status_port: int) -> None:
+async def serve(
+    cfg: RuntimeConfig,
+    env_urls: list[str],
+    inference_urls: list[str],
+    status_port: int,
+    attempt: int | None = None,
+) -> None:
+    """`attempt` (the operator's) replaces the saved state's count, so progress reports carry the attempt
+    the operator expects even when an earlier attempt died before saving its state."""
     from rlrun.runtime.upload.logger import SampleLogger
 
     run_dir = cfg.run_dir
     state = load_state(run_dir / "orchestrator", cfg.orchestrator.seed)
+    if attempt is not None:
+        state.attempt = attempt
     publisher = ProgressPublisher(
         run_dir,
         Progress(run_id=cfg.run_id, attempt=state.attempt, step=state.next_step,
@@ -81,19 +94,32 @@ async def serve(cfg: RuntimeConfig, env_urls: list[str], inference_urls: list[st
         release_memory()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    """The command line, resolved against the environment (pure): `env_urls`, `inference_urls`,
+    `status_port` (--status-port, else $RLRUN_PORT, else 8080) and `attempt` ($RLRUN_ATTEMPT, the
+    operator's orchestrator attempt; None outside a cluster, where the saved state counts restarts)."""
     parser = argparse.ArgumentParser(prog="rlrun-orchestrator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument(
         "--env-worker-url", action="append", help=f"repeatable; default ${ENV_WORKER_URLS_ENV}"
     )
     parser.add_argument("--inference-url", action="append", help=f"repeatable; default ${INFERENCE_URLS_ENV}")
-    parser.add_argument("--status-port", type=int, default=int(os.environ.get("RLRUN_STATUS_PORT", "8080")))
+    parser.add_argument("--status-port", type=int, default=int(environ.get(PORT_ENV) or 8080))
     args = parser.parse_args(argv)
+    args.env_urls = _urls(args.env_worker_url, environ, ENV_WORKER_URLS_ENV)
+    args.inference_urls = _urls(args.inference_url, environ, INFERENCE_URLS_ENV)
+    attempt = environ.get(ATTEMPT_ENV)
+    if attempt is not None and not attempt.isdigit():
+        parser.error(f"${ATTEMPT_ENV} must be a non-negative integer, got {attempt!r}")
+    args.attempt = int(attempt) if attempt is not None else None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = settings_from(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s orchestrator %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the version poll would log 10 lines a second
     cfg = RuntimeConfig.load(args.config)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    env_urls = _urls(args.env_worker_url, ENV_WORKER_URLS_ENV)
-    asyncio.run(serve(cfg, env_urls, _urls(args.inference_url, INFERENCE_URLS_ENV), args.status_port))
+    asyncio.run(serve(cfg, args.env_urls, args.inference_urls, args.status_port, args.attempt))
     return 0

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,16 +202,22 @@ def _materializer(cfg: RuntimeConfig, model_path: Path | str) -> Any:
     return Materializer(processor, mm.materialize_concurrency, mm.missing_image_policy, root=cfg.run_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    """The command line, resolved against the environment (pure): `inference_url` from the flags, else
+    $RLRUN_INFERENCE_URLS. torch.distributed's own env (MASTER_ADDR, RANK, ...) is read by torch."""
     parser = argparse.ArgumentParser(prog="rlrun-trainer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument(
         "--inference-url",
         action="append",
-        default=[u for u in os.environ.get(INFERENCE_URLS_ENV, "").split(",") if u],
+        default=[u for u in environ.get(INFERENCE_URLS_ENV, "").split(",") if u],
         help=f"inference server to reload after each step (repeatable; default ${INFERENCE_URLS_ENV})",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = settings_from(argv, os.environ)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s trainer[%(process)d] %(levelname)s %(message)s"
     )

@@ -131,7 +131,7 @@ def test_trainer_is_an_indexed_job_wired_for_torchrun(make_run):
         "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
     }
     assert c["command"] == ["torchrun"]
-    assert c["args"][-2:] == ["-m", "rlrun.runtime.trainer.main"]
+    assert c["args"][-2:] == ["-m", "rlrun.runtime.trainer"]
     for flag in ("--nnodes=$(NNODES)", "--nproc-per-node=$(NPROC_PER_NODE)", "--node-rank=$(NODE_RANK)"):
         assert flag in c["args"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 8 == c["resources"]["requests"]["nvidia.com/gpu"]
@@ -165,7 +165,7 @@ def test_inference_gpu_runs_vllm_with_tensor_parallel(make_run):
     assert c["image"] == run.spec.images.inference
     assert c["command"] == ["python", "-m", "rlrun.runtime.inference.vllm_server"]
     args = c["args"]
-    assert args[args.index("--model") + 1] == "Qwen/Qwen2-VL-2B-Instruct"
+    assert "--model" not in args and "--port" not in args  # from the config and $RLRUN_PORT
     assert args[args.index("--revision") + 1] == "abc"
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert args[-1] == "--max-model-len=4096"
