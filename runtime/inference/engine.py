@@ -4,9 +4,10 @@ Why not `model.generate`: it samples with the global RNG, so a request's tokens 
 other requests shared its batch. Here every completion row has its own `torch.Generator` seeded from the
 request seed and the choice index, so results are the same batched or alone (up to float rounding).
 
-Logprobs are the raw model logprobs of the sampled tokens (log_softmax of the logits, before temperature
-and top-p), like vLLM's default `logprobs_mode=raw_logprobs`: exactly what a plain training forward pass
-recomputes, so the trainer's importance ratio starts at 1.
+Logprobs are those of the distribution the token was sampled from: log_softmax(logits / temperature)
+(before top-p; raw logits when greedy), like vLLM's `logprobs_mode=processed_logprobs` with top_p 1.
+The trainer divides its logits by the same temperature, so the importance ratio starts at 1 at any
+temperature (raw logprobs against temperature-scaled training logprobs put it off 1 whenever T != 1).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Engine:
         self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
         self.stop_ids.discard(None)
         # Tokens only the renderer may place: a sampled <|image_pad|> would make the trainer's forward
-        # find more image tokens than images. Masked for sampling; reported logprobs stay raw.
+        # find more image tokens than images. Masked for sampling, not in the reported logprobs.
         banned = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
         vocab = self.tokenizer.get_vocab()
         self.banned_ids = sorted(vocab[t] for t in banned if t in vocab)
@@ -167,13 +168,16 @@ class Engine:
         next_pos = attention.sum(-1, keepdim=True) + deltas.to(self.device)  # [rows, 1]
         for step in range(max(limits)):
             logits = out.logits[:, -1].float().cpu()
-            raw = torch.log_softmax(logits, dim=-1)
+            sampled_logprobs = torch.log_softmax(logits / temperature.clamp(min=1e-6).unsqueeze(-1), dim=-1)
+            sampled_logprobs = torch.where(
+                (temperature == 0).unsqueeze(-1), torch.log_softmax(logits, dim=-1), sampled_logprobs
+            )
             chosen = _sample(logits.index_fill(1, banned, float("-inf")), temperature, top_p, generators)
             for r, token in enumerate(chosen.tolist()):
                 if done[r]:
                     continue
                 tokens[r].append(token)
-                logprobs[r].append(float(raw[r, token]))
+                logprobs[r].append(float(sampled_logprobs[r, token]))
                 done[r] = token in self.stop_ids or len(tokens[r]) >= limits[r]
             if all(done):
                 break

@@ -5,8 +5,8 @@
 --port defaults to $RLRUN_PORT, then 8000.
 
 vLLM already serves chat completions with `file://` images (`--allowed-local-media-path`), token ids
-(`return_token_ids`, which the env-worker always sends) and raw logprobs (`--logprobs-mode raw_logprobs`,
-what the trainer recomputes). rlrun adds:
+(`return_token_ids`, which the env-worker always sends) and logprobs of the sampled distribution
+(`--logprobs-mode processed_logprobs`: after temperature, what the trainer recomputes). rlrun adds:
 
   * `POST /v1/load_weights {"path", "version"}`: checked like the CPU engine (inside the run dir, DONE
     marker), then every worker loads `model.safetensors` through the model's own `load_weights` (which
@@ -49,7 +49,7 @@ def vllm_argv(model: str, config: Any, host: str, port: int, extra: list[str]) -
         "--served-model-name", config.model.name,
         "--allowed-local-media-path", str(config.asset_root),
         "--worker-extension-cls", EXTENSION,
-        "--logprobs-mode", "raw_logprobs",
+        "--logprobs-mode", "processed_logprobs",
         "--generation-config", "vllm",
         *extra,
     ]  # fmt: skip

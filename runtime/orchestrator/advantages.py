@@ -5,20 +5,24 @@ Pure functions over plain lists, so the arithmetic is unit-tested without any ro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
-def group_advantages(rewards: Sequence[float]) -> list[float]:
-    """Advantages of one group: each reward minus the group mean.
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """Advantages of one group: (reward - group mean) / (group std + eps), as in GRPO.
 
-    No division by the group std: with binary rewards and small groups that scales a single lucky sample
-    up to a huge advantage (the "Dr. GRPO" length/difficulty bias); centring alone keeps the estimate
-    unbiased and the loss scale stable.
+    The std division weights groups by how rare their successes are: a colour the policy gets right 1
+    time in 8 pushes as hard as one it gets right half the time. With centring alone the groups already
+    mostly right dominated each step, the shared answer distribution drifted to their codewords, and a
+    colour whose codeword decayed to ~0 never produced a non-degenerate group again (reward stalled at
+    0.5-0.75). Degenerate groups (std 0) give all-zero advantages and are dropped by `score_groups`.
     """
     if not rewards:
         raise ValueError("group_advantages needs at least one reward")
     mean = sum(rewards) / len(rewards)
-    return [float(r - mean) for r in rewards]
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    return [float((r - mean) / (std + eps)) for r in rewards]
 
 
 def is_degenerate(rewards: Sequence[float], tol: float = 1e-9) -> bool:

@@ -29,7 +29,6 @@ from rlrun.runtime.wire import TrainingBatch, TrainingSample
 
 log = logging.getLogger("rlrun.orchestrator")
 VERSION_POLL_SECONDS = 0.1
-EXAMPLE_INDEX_RANGE = 1 << 30
 
 
 class Orchestrator:
@@ -94,12 +93,13 @@ class Orchestrator:
         return rollouts
 
     async def generate(self, step: int) -> list[dict[str, Any]]:
+        """One group per example index `step * groups + i`: the dataset is walked in order (environments
+        take indices modulo their length), so a step with at least len(dataset) groups covers every
+        example equally. Drawing indices at random left some colours out of a step and others twice;
+        the shared answer distribution then drifted towards the over-drawn colours' codewords."""
         groups = self.cfg.orchestrator.batch_size // self.cfg.orchestrator.group_size
         rng = self.state.rng
-        requests = [
-            (i + step * groups, rng.randrange(EXAMPLE_INDEX_RANGE), rng.randrange(1 << 31))
-            for i in range(groups)
-        ]
+        requests = [(step * groups + i, step * groups + i, rng.randrange(1 << 31)) for i in range(groups)]
         results = await asyncio.gather(*(self._group(*r) for r in requests))
         return [rollout for group in results for rollout in group]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safetensors.torch import save_file
 
 DONE = "DONE"
 WEIGHTS_FILE = "model.safetensors"
+RELOAD_RETRY_SECONDS = 0.5
 
 
 def weights_dir(root: Path, version: int) -> Path:
@@ -58,13 +60,28 @@ def export_weights(root: Path, version: int, state: Mapping[str, torch.Tensor], 
 
 
 def request_reload(urls: Sequence[str], path: Path, version: int, timeout: float = 120.0) -> None:
-    """Ask every inference server to load `path` as `version`; a refusal names the server and its reply."""
+    """Ask every inference server to load `path` as `version`; a refusal names the server and its reply.
+
+    A server not listening yet (still starting, or restarting) is retried until `timeout`: a resumed
+    trainer republishes its checkpoint's weights first thing, possibly before inference is up.
+    """
     for url in urls:
-        response = httpx.post(
-            f"{url.rstrip('/')}/v1/load_weights",
-            json={"path": str(path), "version": version},
-            timeout=timeout,
-        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = httpx.post(
+                    f"{url.rstrip('/')}/v1/load_weights",
+                    json={"path": str(path), "version": version},
+                    timeout=timeout,
+                )
+                break
+            except httpx.ConnectError as err:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"inference {url} unreachable for {timeout:g}s, weights {path} (version {version}) "
+                        f"not loaded: {err}"
+                    ) from None
+                time.sleep(RELOAD_RETRY_SECONDS)
         if response.status_code != 200:
             raise RuntimeError(
                 f"inference {url} refused weights {path} (version {version}): "

@@ -45,9 +45,11 @@ def test_health_and_version(served) -> None:
     assert httpx.get(f"{served.url}/v1/version", timeout=10).json() == {"version": served.engine.version}
 
 
-def test_logprobs_match_a_plain_forward_and_ids_decode_to_the_text(served, run_tree) -> None:
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_match_a_plain_forward_and_ids_decode_to_the_text(served, run_tree, temperature) -> None:
+    """Logprobs are of the sampled distribution, log_softmax(logits / T): what the trainer recomputes."""
     messages = _messages(_image(run_tree[1], (255, 0, 0)))
-    out = _chat(served.url, messages, n=3, seed=11, temperature=1.0).json()
+    out = _chat(served.url, messages, n=3, seed=11, temperature=temperature).json()
     engine = served.engine
     prompt_ids, images = render_prompt(messages, engine.tokenizer, engine.image_processor)
     assert out["prompt_token_ids"] == prompt_ids
@@ -63,7 +65,7 @@ def test_logprobs_match_a_plain_forward_and_ids_decode_to_the_text(served, run_t
             logits = engine.model(
                 input_ids=full, mm_token_type_ids=mm_token_type_ids(full, engine.image_token_id), **pixels
             ).logits
-        expected = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), -1)[
+        expected = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float() / temperature, -1)[
             torch.arange(len(ids)), ids
         ]
         got = torch.tensor([c["logprob"] for c in choice["logprobs"]["content"]])

@@ -15,7 +15,7 @@ def test_vllm_argv_serves_the_rlrun_contract() -> None:
     assert argv[0] == "Qwen/Qwen2-VL-2B-Instruct"
     assert flags["--allowed-local-media-path"] == "/data/outputs"
     assert flags["--worker-extension-cls"] == EXTENSION
-    assert flags["--logprobs-mode"] == "raw_logprobs"
+    assert flags["--logprobs-mode"] == "processed_logprobs"  # the trainer divides logits by T too
     assert argv[-2:] == ["--max-model-len", "4096"]
     module, _, cls = EXTENSION.rpartition(".")
     assert hasattr(__import__(module, fromlist=[cls]), cls), "the extension path must import"

@@ -5,14 +5,25 @@ from rlrun.runtime.orchestrator.samples import policy_lag, strip_token_arrays, t
 from rlrun.runtime.wire import floats, ints
 
 
-def test_group_advantages_are_centred_rewards():
-    assert group_advantages([1.0, 0.0, 0.0, 1.0]) == [0.5, -0.5, -0.5, 0.5]
-    assert group_advantages([1.0, 0.0, 0.0, 0.0]) == [0.75, -0.25, -0.25, -0.25]
+def test_group_advantages_are_standardized_rewards():
+    assert group_advantages([1.0, 0.0, 0.0, 1.0]) == pytest.approx([1.0, -1.0, -1.0, 1.0], rel=1e-5)
+    # One success in four: mean 0.25, std sqrt(3)/4, so the lone success weighs sqrt(3), each miss 1/sqrt(3).
+    assert group_advantages([1.0, 0.0, 0.0, 0.0]) == pytest.approx(
+        [3**0.5, -(3**-0.5)] + [-(3**-0.5)] * 2, rel=1e-5
+    )
+    assert sum(group_advantages([0.2, 0.9, 0.4])) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rare_successes_weigh_as_much_as_common_ones():
+    """Why std division: a group right 1 time in 8 pushes as hard per success as one right 4 times in 8."""
+    rare, even = group_advantages([1.0] + [0.0] * 7), group_advantages([1.0] * 4 + [0.0] * 4)
+    assert rare[0] == pytest.approx(7**0.5, rel=1e-5) and even[0] == pytest.approx(1.0, rel=1e-5)
+    assert group_advantages([0.5, 0.5]) == [0.0, 0.0]  # degenerate: no signal, no division blow-up
 
 
 def test_score_groups_drops_degenerate_groups_only():
     advantages, keep = score_groups([1, 1, 0, 1, 0, 0], group_size=2)
-    assert advantages == [0.0, 0.0, -0.5, 0.5, 0.0, 0.0]
+    assert advantages == pytest.approx([0.0, 0.0, -1.0, 1.0, 0.0, 0.0], rel=1e-5)
     assert keep == [False, False, True, True, False, False]
     assert is_degenerate([0.3, 0.3]) and not is_degenerate([0.3, 0.4])
 
