@@ -31,6 +31,16 @@ log = logging.getLogger("rlrun.orchestrator")
 VERSION_POLL_SECONDS = 0.1
 
 
+def example_indices(step: int, groups: int) -> list[int]:
+    """The example index of each group of `step`: the dataset walked in order, `groups` per step.
+
+    Environments take indices modulo their length, so a step with k * len(dataset) groups covers every
+    example exactly k times. Indices drawn at random left some colours out of a step and drew others
+    twice; the shared answer distribution then drifted towards the over-drawn colours' codewords.
+    """
+    return [step * groups + i for i in range(groups)]
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -93,13 +103,9 @@ class Orchestrator:
         return rollouts
 
     async def generate(self, step: int) -> list[dict[str, Any]]:
-        """One group per example index `step * groups + i`: the dataset is walked in order (environments
-        take indices modulo their length), so a step with at least len(dataset) groups covers every
-        example equally. Drawing indices at random left some colours out of a step and others twice;
-        the shared answer distribution then drifted towards the over-drawn colours' codewords."""
         groups = self.cfg.orchestrator.batch_size // self.cfg.orchestrator.group_size
         rng = self.state.rng
-        requests = [(step * groups + i, step * groups + i, rng.randrange(1 << 31)) for i in range(groups)]
+        requests = [(index, index, rng.randrange(1 << 31)) for index in example_indices(step, groups)]
         results = await asyncio.gather(*(self._group(*r) for r in requests))
         return [rollout for group in results for rollout in group]
 

@@ -8,16 +8,23 @@ from pathlib import Path
 import msgspec
 import psutil
 import pytest
+import yaml
 
 from rlrun.runtime.assets import uri_to_path
 from rlrun.runtime.transport.handoff import batch_path
 from rlrun.runtime.wire import TrainingBatch
 
-from .conftest import rlrun_local
+from .conftest import SHORT_RUN, rlrun_local
 
 pytestmark = pytest.mark.e2e
 RUN = "run_color-codeword-ci"
 NUM_COLOURS = 4
+_SPEC = yaml.safe_load(SHORT_RUN.read_text())["spec"]
+STEPS = _SPEC["orchestrator"]["maxSteps"]
+CHECKPOINT_EVERY = _SPEC["trainer"]["checkpointInterval"]
+# The image-blind ceiling is 1/NUM_COLOURS; the final window must clear it by a wide margin (runs reach
+# 0.7-1.0; a pipeline that loses the image, the advantages or the weight reload stays at or below 0.25).
+LEARNED = 0.5
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -29,16 +36,17 @@ def test_local_run_learns_from_image_refs_on_two_ranks(tmp_path, no_leftover_pro
     assert code == 0, out[-4000:]
     run_dir = tmp_path / RUN
     rewards = [r["reward_mean"] for r in _jsonl(run_dir / "orchestrator" / "metrics.jsonl")]
-    assert len(rewards) == 40
-    late = sum(rewards[-8:]) / 8
-    assert late > 1 / NUM_COLOURS, f"reward {late:.3f} does not beat the image-blind ceiling; curve {rewards}"
-    assert (run_dir / "reward_curve.png").stat().st_size > 0 and "done: 40 steps" in out
+    assert len(rewards) == STEPS
+    early, late = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
+    assert early <= 0.35, f"reward starts at {early:.3f}, above chance: the warm-up leaks answers; {rewards}"
+    assert late >= LEARNED, f"reward {late:.3f} does not clear the image-blind ceiling 0.25; curve {rewards}"
+    assert (run_dir / "reward_curve.png").stat().st_size > 0 and f"done: {STEPS} steps" in out
 
     # Images offloaded once each: one content-addressed file per colour, every ref points at one of them.
     images = sorted((run_dir / "assets" / "images").iterdir())
     assert len(images) == NUM_COLOURS, images
     uris = set()
-    for step in (0, 39):
+    for step in (0, STEPS - 1):
         batch = msgspec.msgpack.decode(
             batch_path(run_dir / "rollouts", step).read_bytes(), type=TrainingBatch
         )
@@ -50,7 +58,7 @@ def test_local_run_learns_from_image_refs_on_two_ranks(tmp_path, no_leftover_pro
     # The trainer received refs, not pixels, on both ranks.
     for rank in (0, 1):
         records = _jsonl(run_dir / "trainer" / f"metrics_rank{rank}.jsonl")
-        assert len(records) == 40 and {r["world_size"] for r in records} == {2}
+        assert len(records) == STEPS and {r["world_size"] for r in records} == {2}
         assert sum(r["mm_kwargs_micro_batches"] for r in records) == 0
         assert sum(r["pixel_bytes_received"] for r in records) == 0
         assert sum(r["mm_refs_micro_batches"] for r in records) > 0
@@ -67,7 +75,7 @@ def _trainer_rank_pids(launcher: psutil.Process) -> list[psutil.Process]:
 def test_killing_the_trainer_stops_the_run_and_resume_continues(tmp_path, no_leftover_processes):
     proc = rlrun_local(tmp_path, wait=False)
     run_dir = tmp_path / RUN
-    marker = run_dir / "checkpoints" / "step_5" / "DONE"
+    marker = run_dir / "checkpoints" / f"step_{CHECKPOINT_EVERY}" / "DONE"
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()[0][-3000:]
@@ -83,11 +91,12 @@ def test_killing_the_trainer_stops_the_run_and_resume_continues(tmp_path, no_lef
     code, out = rlrun_local(tmp_path, "--resume")
     assert code == 0, out[-4000:]
     steps = [r["step"] for r in _jsonl(run_dir / "trainer" / "metrics_rank0.jsonl")]
-    assert steps[-1] == 39 and set(steps) == set(range(40))
+    assert steps[-1] == STEPS - 1 and set(steps) == set(range(STEPS))
     resumed = re.findall(
         r"rank 0 resumed from checkpoint step (\d+)", (run_dir / "logs" / "trainer.log").read_text()
     )
-    assert len(resumed) == 1 and int(resumed[0]) >= 5 and int(resumed[0]) % 5 == 0, resumed
-    assert (run_dir / "weights" / "step_40" / "DONE").is_file()
+    start = int(resumed[0]) if len(resumed) == 1 else -1
+    assert start >= CHECKPOINT_EVERY and start % CHECKPOINT_EVERY == 0, resumed
+    assert (run_dir / "weights" / f"step_{STEPS}" / "DONE").is_file()
     progress = json.loads((run_dir / "progress.json").read_text())
-    assert progress["state"] == "succeeded" and progress["step"] == 40 and progress["attempt"] >= 1
+    assert progress["state"] == "succeeded" and progress["step"] == STEPS and progress["attempt"] >= 1

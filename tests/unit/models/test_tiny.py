@@ -15,7 +15,14 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTo
 
 from rlrun.runtime.mm import mm_token_type_ids
 from rlrun.runtime.models.chat import render_prompt
-from rlrun.runtime.models.tiny import BUILTIN_TINY, SPECIAL_TOKENS, WORD_TOKENS, build_tiny_vlm, resolve_model
+from rlrun.runtime.models.tiny import (
+    BUILTIN_TINY,
+    SPECIAL_TOKENS,
+    WARMUP_ANSWERS,
+    WORD_TOKENS,
+    build_tiny_vlm,
+    resolve_model,
+)
 
 torch.set_num_threads(1)
 
@@ -40,20 +47,20 @@ def test_build_writes_a_complete_dir_and_is_reused(model_dir: Path) -> None:
 
 
 def test_warmup_teaches_the_answer_format_not_the_answer(model_dir: Path) -> None:
-    """After the build, NATO words + <|im_end|> dominate whatever the image: chance level, not zero."""
+    """After the build the warm-up words + <|im_end|> dominate, near uniform and the same for every image:
+    the policy starts at the image-blind ceiling (1/4 with 4 colours), not above it and not at zero."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     processor = AutoImageProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
-    nato = [tok.convert_tokens_to_ids(w) for w in WORD_TOKENS[:26]]
+    answers = [tok.convert_tokens_to_ids(w) for w in WARMUP_ANSWERS]
     firsts = []
-    for colour in [(230, 25, 25), (25, 200, 40), (30, 60, 230)]:
-        url = "mem://"
+    for colour in [(230, 25, 25), (25, 200, 40), (30, 60, 230), (10, 10, 10)]:
         messages = [
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": url}},
-                    {"type": "text", "text": "What is the codeword for this colour?"},
+                    {"type": "text", "text": "Codeword?"},  # the built-in colour task's prompt
+                    {"type": "image_url", "image_url": {"url": "mem://"}},
                 ],
             }
         ]
@@ -67,11 +74,12 @@ def test_warmup_teaches_the_answer_format_not_the_answer(model_dir: Path) -> Non
                 mm_token_type_ids=mm_token_type_ids(input_ids, model.config.image_token_id),
                 **processor(images=images, return_tensors="pt"),
             ).logits
-        probs = logits[0, -1].softmax(-1)
-        firsts.append(probs[nato])
+        firsts.append(logits[0, -1].softmax(-1)[answers])
     for p in firsts:
-        assert p.sum() > 0.8, "the answer format (a NATO word) was not learned"
-        assert p.max() < 0.3, "one word dominates: the warm-up must leave the policy near uniform"
+        assert p.sum() > 0.8, f"the answer format (one of {WARMUP_ANSWERS}) was not learned: {p}"
+        assert p.max() < 0.45, f"one word dominates: the warm-up must leave the policy near uniform: {p}"
+    spread = (torch.stack(firsts) - firsts[0]).abs().max()
+    assert spread < 0.05, f"answer probabilities already depend on the image (max diff {spread:.3f})"
 
 
 def test_concurrent_builders_leave_one_complete_dir(tmp_path: Path) -> None:

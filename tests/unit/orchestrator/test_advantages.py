@@ -1,6 +1,7 @@
 import pytest
 
 from rlrun.runtime.orchestrator.advantages import group_advantages, is_degenerate, score_groups
+from rlrun.runtime.orchestrator.loop import example_indices
 from rlrun.runtime.orchestrator.samples import policy_lag, strip_token_arrays, to_training_sample
 from rlrun.runtime.wire import floats, ints
 
@@ -74,3 +75,11 @@ def test_strip_keeps_counts_and_what_sample_logging_needs():
 def test_policy_lag_is_measured_from_the_oldest_rollout():
     assert policy_lag(5, [_rollout(policy_version=4), _rollout(policy_version=2)]) == 3
     assert policy_lag(5, []) == 0
+
+
+def test_each_step_covers_the_dataset_evenly_and_steps_continue_the_walk():
+    dataset = 4  # the colour task's 4 colours; environments take indices modulo their length
+    for step in range(3):
+        indices = example_indices(step, groups=16)
+        assert sorted(i % dataset for i in indices) == sorted(list(range(dataset)) * 4)
+    assert example_indices(1, groups=3) == [3, 4, 5] and example_indices(2, groups=3)[0] == 6
