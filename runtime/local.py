@@ -162,12 +162,6 @@ class LocalRun:
         tmp.write_text(cfg.to_json())
         os.replace(tmp, run_dir / "config.json")
 
-    def build_model(self) -> None:
-        """Build (or reuse) the model in this process; `start_all` instead lets inference build it."""
-        from rlrun.runtime.models.tiny import resolve_model
-
-        resolve_model(self.cfg.model.name, self.run_dir, seed=self.cfg.orchestrator.seed)
-
     def _wait_for_model(self, builder: Role) -> None:
         """Until the builtin tiny model is complete (inference builds it first thing), if that is the model."""
         from rlrun.runtime.models.tiny import BUILTIN_TINY, is_complete
