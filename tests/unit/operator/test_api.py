@@ -23,7 +23,7 @@ def test_color_codeword_is_the_tiny_cpu_run(load_run):
     s = run.spec
     assert s.model.name == "builtin:tiny-qwen2-vl" and s.env_workers.environment.id == "color-codeword"
     assert (s.trainer.nodes, s.trainer.gpus_per_node, s.trainer.ranks_per_node) == (1, 0, 2)
-    assert (s.orchestrator.batch_size, s.orchestrator.group_size) == (32, 8)
+    assert (s.orchestrator.batch_size, s.orchestrator.group_size) == (128, 8)
     assert s.inference.gpus_per_replica == 0
 
 
