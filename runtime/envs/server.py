@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlrun.runtime.envs.worker import RolloutError, RolloutWorker, Sampling
+from rlrun.runtime.serving import serve
 
 log = logging.getLogger("rlrun.env_worker")
 WORKER = web.AppKey("worker", RolloutWorker)
@@ -120,28 +120,6 @@ def worker_factory(config: Any, inference_urls: list[str]) -> Callable[[httpx.As
     return make
 
 
-async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    log.info("env-worker listening on %s:%d", host, bound)
-    if ready_file:
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        tmp = ready_file.with_name(f".{ready_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"url": f"http://{url_host}:{bound}", "port": bound, "pid": os.getpid()}))
-        os.replace(tmp, ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
     """The command line, resolved against the environment (pure; exits like argparse on a bad one):
     --port, else $RLRUN_PORT, else 8100; `inference_urls` from --inference-url, else $RLRUN_INFERENCE_URLS."""
@@ -169,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = RuntimeConfig.load(args.config)
     app = create_app(worker_factory(config, args.inference_urls))
-    asyncio.run(serve(app, args.host, args.port, args.ready_file))
+    asyncio.run(serve(app, args.host, args.port, args.ready_file, "env-worker"))
     return 0
 
 

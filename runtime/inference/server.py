@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from rlrun.runtime.inference.protocol import (
     parse,
 )
 from rlrun.runtime.models.chat import load_image_url, render_prompt
+from rlrun.runtime.serving import serve
 
 log = logging.getLogger("rlrun.inference")
 PORT_ENV = "RLRUN_PORT"
@@ -158,34 +158,6 @@ def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
     return app
 
 
-def write_ready_file(path: Path, host: str, port: int) -> None:
-    """Atomically publish where the server listens (temp file + rename: never read half-written)."""
-    url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"url": f"http://{url_host}:{port}", "port": port, "pid": os.getpid()}))
-    os.replace(tmp, path)
-
-
-async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
-    """Listen until SIGTERM/SIGINT, then shut down cleanly."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    log.info("inference listening on %s:%d", host, bound)
-    if ready_file:
-        write_ready_file(ready_file, host, bound)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
     """The command line, resolved against the environment (pure): the listen port is --port, else
     $RLRUN_PORT (what the operator's pods set), else 8000. No server is started."""
@@ -220,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_window_s=args.batch_window_ms / 1000,
         max_batch_rows=args.max_batch_rows,
     )
-    asyncio.run(serve(create_app(engine, settings), args.host, args.port, args.ready_file))
+    asyncio.run(serve(create_app(engine, settings), args.host, args.port, args.ready_file, "inference"))
     return 0
 
 
