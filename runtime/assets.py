@@ -23,15 +23,20 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
-from rlrun.runtime.config import DEFAULT_ASSET_ROOT, RuntimeConfig, check_safe_id
+from rlrun.runtime.config import DEFAULT_ASSET_ROOT, DEFAULT_MAX_IMAGE_PIXELS, RuntimeConfig, check_safe_id
+from rlrun.runtime.fileurl import PathEscapeError as PathEscapeError
+from rlrun.runtime.fileurl import path_to_uri as path_to_uri
+from rlrun.runtime.fileurl import read_confined, resolve_under
+from rlrun.runtime.fileurl import resolve_inside as resolve_inside
+from rlrun.runtime.fileurl import uri_to_path as uri_to_path
+from rlrun.runtime.imagedecode import ImageRejected, check_pixels, probe
 
 log = logging.getLogger(__name__)
 
@@ -123,51 +128,6 @@ class RunTree:
         return path
 
 
-# ------------------------------------------------------------------------------------- refs and URIs
-
-
-def uri_to_path(uri: str) -> Path:
-    """The absolute path a `file://` URI names (percent-decoded). Refuses host parts and relative paths."""
-    parts = urlsplit(uri)
-    if parts.scheme != "file":
-        raise ValueError(f"not a file:// URI: {uri[:120]!r}")
-    if parts.netloc not in ("", "localhost"):
-        raise ValueError(
-            f"file URI {uri[:120]!r} has a host part {parts.netloc!r}: expected file:///absolute/path "
-            "(was the asset root relative?)"
-        )
-    path = unquote(parts.path)
-    if not path.startswith("/"):
-        raise ValueError(f"file URI {uri[:120]!r} does not name an absolute path")
-    return Path(path)
-
-
-def path_to_uri(path: Path) -> str:
-    """The absolute, percent-encoded `file://` URI of `path`."""
-    return Path(os.path.abspath(path)).as_uri()
-
-
-class PathEscapeError(ValueError):
-    """A ref that resolves outside the directory it must stay in: a bug or an attack, never a missing file."""
-
-
-def resolve_inside(base: str | os.PathLike[str], ref: str | os.PathLike[str]) -> Path:
-    """Resolve `ref` (a relative path, an absolute path or a `file://` URI) and prove it stays under `base`.
-
-    Symlinks are followed before the check, so a link pointing out of `base` is refused like `..` is.
-    Raises PathEscapeError (a ValueError) naming both paths when the ref escapes.
-    """
-    base_path = Path(base).resolve()
-    text = os.fspath(ref)
-    if "\x00" in text:
-        raise PathEscapeError(f"ref {text[:120]!r} contains a NUL byte")
-    raw = uri_to_path(text) if text.startswith("file:") else Path(text)
-    target = (raw if raw.is_absolute() else base_path / raw).resolve()
-    if not target.is_relative_to(base_path):
-        raise PathEscapeError(f"ref {text[:200]!r} resolves to {target}, outside {base_path}")
-    return target
-
-
 # ----------------------------------------------------------------------------- content-addressed writes
 
 
@@ -182,15 +142,6 @@ def extension_for(media_type: str) -> str:
     return _EXTENSIONS.get(subtype, ".img")
 
 
-def sniff_extension(data: bytes) -> str:
-    """The extension of raw image bytes from their header (`.img` when PIL does not recognize them)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return extension_for(image.format or "")
-    except (OSError, ValueError):
-        return ".img"
-
-
 def encode_pil(image: Image.Image, media_type: str = "image/png") -> bytes:
     """Encode a PIL image in the format `media_type` names (PNG when it names no known format)."""
     fmt = _PIL_FORMATS.get(extension_for(media_type), "PNG")
@@ -202,31 +153,64 @@ def encode_pil(image: Image.Image, media_type: str = "image/png") -> bytes:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a unique temp file beside `path`, then rename it into place.
+    """Write `data` durably to a unique temp file beside `path`, then rename it into place.
 
-    The temp name carries pid, thread and a random token, so concurrent writers never share one.
+    The file is fsynced before the rename and the directory after it, so a crash leaves either no file or
+    the whole file under `path`, never a truncated one. The temp name carries pid, thread and a random
+    token, so concurrent writers never share one.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def holds_content(path: Path, data: bytes) -> bool:
+    """True when the file at `path` has exactly `data`'s size and content hash (a crash left neither)."""
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+    except OSError:
+        return False
 
 
 def write_content_addressed(directory: Path, data: bytes, extension: str) -> Path:
-    """Store `data` as `<directory>/<content_hash><extension>`; an existing file only gets a fresh mtime.
+    """Store `data` as `<directory>/<content_hash><extension>`; return its path.
 
-    The refresh gives the cache last-use semantics. It uses `os.utime`, which (unlike `touch`) never
-    creates an empty file when a sweep removed the file in between; the write then happens instead.
+    An existing file under that name is trusted only when its size and hash match `data` (then it only
+    gets a fresh mtime: last-use semantics for the cache); a truncated or empty file, as a crash of an
+    older writer without fsync could leave, is replaced atomically instead of poisoning the image.
     """
     path = directory / f"{content_hash(data)}{extension}"
-    try:
-        os.utime(path)
-    except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
+    if holds_content(path, data):
+        try:
+            os.utime(path)  # unlike `touch`, never creates an empty file if a sweep removed it meanwhile
+            return path
+        except FileNotFoundError:
+            pass
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -280,63 +264,78 @@ def parse_data_url(url: str) -> tuple[str, bytes]:
 class _Offloader:
     """One offload call: walks the structure copy-on-write and remembers which files it handled."""
 
-    def __init__(self, images_dir: Path) -> None:
+    def __init__(self, images_dir: Path, source_roots: tuple[Path, ...], max_pixels: int) -> None:
         self.images_dir = images_dir
+        self.roots = (images_dir, *source_roots)
+        self.max_pixels = max_pixels
         self.handled: set[Path] = set()
         self.errors: list[OffloadError] = []
 
-    def store(self, data: bytes | Image.Image, extension: str) -> str:
-        raw = encode_pil(data, "image/png") if isinstance(data, Image.Image) else data
+    def refuse(self, value: Any, where: str, reason: str) -> Any:
+        shown = value[:80] if isinstance(value, str) else type(value).__name__
+        self.errors.append(OffloadError(where, shown, reason))
+        return value
+
+    def store(self, raw: bytes, extension: str) -> str:
         path = self.images_dir / f"{content_hash(raw)}{extension}"
         if path not in self.handled:
             write_content_addressed(self.images_dir, raw, extension)
             self.handled.add(path)
         return path.as_uri()
 
-    def store_or_keep(self, value: Any, data: bytes | Image.Image, extension: str, where: str) -> Any:
-        """`store`, but a failed write (disk full, read-only volume) keeps the original value and reports it."""
+    def store_checked(self, value: Any, data: bytes, where: str) -> Any:
+        """Store `data` if its header says it is an acceptable image (named by its real format), else
+        keep `value` and report why; a failed write (disk full, read-only volume) is reported too."""
         try:
-            return self.store(data, extension)
+            info = probe(data, self.max_pixels)
+        except ImageRejected as err:
+            return self.refuse(value, where, str(err))
+        try:
+            return self.store(data, info.extension)
         except OSError as err:
-            shown = value[:80] if isinstance(value, str) else type(value).__name__
-            self.errors.append(OffloadError(where, shown, f"cannot write to {self.images_dir}: {err}"))
-            return value
+            return self.refuse(value, where, f"cannot write to {self.images_dir}: {err}")
 
     def image(self, value: Any, where: str) -> Any:
         """The replacement URL for one image value, or `value` itself when it is left unchanged."""
         if isinstance(value, Image.Image):
-            return self.store_or_keep(value, value, ".png", where)
+            try:
+                check_pixels(value.width, value.height, self.max_pixels)
+                return self.store(encode_pil(value, "image/png"), ".png")
+            except (OSError, ValueError) as err:
+                return self.refuse(value, where, f"cannot store the image: {err}")
         if isinstance(value, bytes | bytearray | memoryview):
-            return self.store_or_keep(value, bytes(value), sniff_extension(bytes(value)), where)
+            return self.store_checked(value, bytes(value), where)
         if not isinstance(value, str):
             return value
         if value.startswith("data:"):
             if not value[5:].lower().startswith("image/"):
                 return value  # a non-image data URL is not ours to handle
             try:
-                media_type, data = parse_data_url(value)
+                _media_type, data = parse_data_url(value)
             except ValueError as err:
-                self.errors.append(OffloadError(where, value[:80], str(err)))
-                return value
-            return self.store_or_keep(value, data, extension_for(media_type), where)
+                return self.refuse(value, where, str(err))
+            return self.store_checked(value, data, where)
         if value.startswith("file:"):
             return self.file_url(value, where)
         return value  # http(s) and anything else stay as they are
 
     def file_url(self, url: str, where: str) -> str:
+        """Copy a file from an allowed root in; a file already stored under its content name stays as is."""
         try:
-            source = uri_to_path(url)
-        except ValueError as err:
-            self.errors.append(OffloadError(where, url[:80], str(err)))
-            return url
-        if source.resolve().is_relative_to(self.images_dir):
-            return url  # already in this run's images: not copied, not counted
-        try:
-            data = source.read_bytes()
+            source = resolve_under(self.roots, url)
+            data = read_confined(self.roots, source)
+        except ValueError as err:  # PathEscapeError, a malformed URL
+            return self.refuse(url, where, str(err))
         except OSError as err:
-            self.errors.append(OffloadError(where, url[:80], f"cannot read {source}: {err}"))
-            return url
-        return self.store_or_keep(url, data, source.suffix or ".img", where)
+            return self.refuse(url, where, f"cannot read {url[:200]}: {err}")
+        if source.parent == self.images_dir and source.stem == content_hash(data):
+            try:
+                info = probe(data, self.max_pixels)
+            except ImageRejected as err:
+                return self.refuse(url, where, str(err))
+            if source.suffix == info.extension:
+                return url  # already in this run's images under its content name: not copied, not counted
+        return self.store_checked(url, data, where)
 
     def walk(self, node: Any, where: str) -> Any:
         """Return `node` with image parts rewritten; untouched subtrees are returned as the same objects."""
@@ -392,22 +391,34 @@ class _Offloader:
         return changed
 
 
-def offload_images(value: Any, images_dir: str | os.PathLike[str]) -> OffloadResult:
+def offload_images(
+    value: Any,
+    images_dir: str | os.PathLike[str],
+    *,
+    source_roots: Sequence[str | os.PathLike[str]] = (),
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> OffloadResult:
     """Store every inline image of `value` (messages, a rollout, a list of rollouts) in `images_dir`.
 
     Image parts are `{"type": "image_url", "image_url": {"url": ...}}` and `{"type": "image", "image": ...}`;
     their value may be a `data:image/...;base64,` URL, a `file://` URL, raw bytes or a PIL image. Each is
     rewritten to the absolute `file://` URI of its content-addressed file (an `image` part becomes an
-    `image_url` part). A `file://` URL already under `images_dir` is left as it is and not counted; a
-    foreign one is copied in, keeping its suffix. Malformed data URLs, unreadable files and failed
-    writes are left unchanged and listed in `errors`; they never fail the batch.
+    `image_url` part), named with the extension of its real format (not the declared media type).
+
+    Messages are untrusted: a `file://` URL is read only when it resolves (symlinks followed) to a regular
+    file under `images_dir` or one of `source_roots` (the run's asset tree, declared dataset directories);
+    only bytes whose header is an image of a supported format within `max_pixels` are stored. A file
+    already under `images_dir` with its content name is left as it is and not counted.
+    Refused parts (outside the roots, not an image, empty, too many pixels, malformed data URLs,
+    unreadable files, failed writes) are left unchanged and listed in `errors`; they never fail the batch.
 
     The input is never mutated: changed dicts and lists are new objects, unchanged subtrees are shared.
     `written` counts the distinct files handled by this call, including existing ones only touched.
     """
     directory = Path(images_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    offloader = _Offloader(directory)
+    roots = tuple(Path(root).resolve() for root in source_roots)
+    offloader = _Offloader(directory, roots, max_pixels)
     new = offloader.walk(value, "")
     return OffloadResult(value=new, written=len(offloader.handled), errors=offloader.errors)
 

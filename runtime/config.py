@@ -25,6 +25,8 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 """Ids that become path components (RUN_ID, environment ids, ...). `.` and `..` are refused separately."""
 
 DEFAULT_ASSET_ROOT = "/data/outputs"
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+PIL_MAX_IMAGE_PIXELS = 178_956_970  # Pillow refuses larger images itself (2 x its MAX_IMAGE_PIXELS)
 CONFIG_ENV = "RLRUN_CONFIG"  # path of the JSON config file inside a pod
 PROGRESS_FILE = "progress.json"
 
@@ -76,6 +78,25 @@ class MultimodalConfig(Section):
         description="'error' fails the step naming the URI and hash; 'drop' zeroes that sample's loss "
         "and counts it in a metric.",
     )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        le=PIL_MAX_IMAGE_PIXELS,
+        description="Largest image (width x height) any role opens; larger ones (decompression bombs) are "
+        "refused per image, naming it, before their pixels are decoded.",
+    )
+    dataset_roots: list[str] = Field(
+        default_factory=list,
+        description="Absolute directories whose images environments may reference as file:// URLs (the "
+        "run's asset tree is always allowed). Any other file, or a symlink leading out of these, is refused.",
+    )
+
+    @model_validator(mode="after")
+    def _absolute_roots(self) -> MultimodalConfig:
+        relative = [root for root in self.dataset_roots if not os.path.isabs(root)]
+        if relative:
+            raise ValueError(f"multimodal.datasetRoots must be absolute paths, got {relative}")
+        return self
 
 
 class TransportConfig(Section):

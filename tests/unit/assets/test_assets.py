@@ -232,21 +232,20 @@ def test_offload_data_url_writes_decoded_bytes(tree: RunTree) -> None:
     url = result.value[0]["content"][1]["image_url"]["url"]
     path = uri_to_path(url)
     assert url.startswith("file:///") and path.is_absolute()
-    assert path.parent == tree.images_dir and path.name == name_of(data, ".jpg")
+    # named by what the bytes are (PNG), not by the declared media type
+    assert path.parent == tree.images_dir and path.name == name_of(data, ".png")
     assert path.read_bytes() == data
     assert messages == before  # the caller's structure is untouched
     assert result.value[0]["content"][0] is messages[0]["content"][0]  # unchanged parts are shared
 
 
-def test_offload_same_bytes_under_two_media_types_gives_two_files(tree: RunTree) -> None:
+def test_offload_same_bytes_under_two_media_types_gives_one_file(tree: RunTree) -> None:
     data = png_bytes()
     result = offload_images(
         [image_part(data_url(data, "image/png")), image_part(data_url(data, "image/jpeg"))], tree.images_dir
     )
-    assert result.written == 2
-    assert sorted(p.name for p in tree.images_dir.iterdir()) == sorted(
-        [name_of(data, ".png"), name_of(data, ".jpg")]
-    )
+    assert result.written == 1 and result.errors == []
+    assert [p.name for p in tree.images_dir.iterdir()] == [name_of(data, ".png")]
 
 
 def test_offload_leaves_file_url_already_in_assets(tree: RunTree) -> None:
@@ -257,15 +256,15 @@ def test_offload_leaves_file_url_already_in_assets(tree: RunTree) -> None:
     assert result.value[0]["image_url"]["url"] == path.as_uri()
 
 
-def test_offload_copies_foreign_file_url_with_its_suffix(tree: RunTree, tmp_path: Path) -> None:
+def test_offload_copies_a_dataset_file_url_named_by_its_format(tree: RunTree, tmp_path: Path) -> None:
     data = png_bytes((0, 255, 0))
     foreign = tmp_path / "cache" / "shot.webp"
     foreign.parent.mkdir()
     foreign.write_bytes(data)
-    result = offload_images([image_part(foreign.as_uri())], tree.images_dir)
-    assert result.written == 1
+    result = offload_images([image_part(foreign.as_uri())], tree.images_dir, source_roots=[foreign.parent])
+    assert result.written == 1 and result.errors == []
     new = uri_to_path(result.value[0]["image_url"]["url"])
-    assert new == tree.images_dir / name_of(data, ".webp") and new.read_bytes() == data
+    assert new == tree.images_dir / name_of(data, ".png") and new.read_bytes() == data
     assert foreign.exists()
 
 
@@ -311,7 +310,7 @@ def test_offload_leaves_other_urls_alone(tree: RunTree, tmp_path: Path) -> None:
     result = offload_images(messages, tree.images_dir)
     assert result.value is messages and result.written == 0 and result.errors == []
     missing = tmp_path / "gone.png"
-    result = offload_images([image_part(missing.as_uri())], tree.images_dir)
+    result = offload_images([image_part(missing.as_uri())], tree.images_dir, source_roots=[tmp_path])
     assert result.written == 0 and "cannot read" in result.errors[0].reason
 
 
