@@ -38,7 +38,13 @@ def _untied(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def export_weights(root: Path, version: int, state: Mapping[str, torch.Tensor], keep: int = 3) -> Path:
-    """Write version `version` atomically and prune all but the newest `keep` exports."""
+    """Write version `version` atomically; keep it and the `keep - 1` newest exports older than it.
+
+    Exports newer than `version` are from a run interrupted after its last checkpoint: the resumed run
+    re-trains those versions from the checkpoint, so they are a discarded trajectory and are deleted.
+    Pruning "the newest `keep`" instead deleted the export just written, and inference then failed to
+    load it on resume.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = weights_dir(root, version)
     tmp = root / f".step_{version}.tmp-{os.getpid()}"
@@ -54,7 +60,9 @@ def export_weights(root: Path, version: int, state: Mapping[str, torch.Tensor], 
         for p in root.glob("step_*")
         if p.name.removeprefix("step_").isdigit() and (p / DONE).is_file()
     )
-    for old in versions[:-keep]:
+    older = [v for v in versions if v < version]
+    stale = older[: max(0, len(older) - (keep - 1))] + [v for v in versions if v > version]
+    for old in stale:
         shutil.rmtree(weights_dir(root, old), ignore_errors=True)
     return final
 

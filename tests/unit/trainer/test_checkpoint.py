@@ -31,3 +31,16 @@ def test_weight_export_is_complete_untied_and_pruned(tmp_path):
     loaded = load_file(str(tmp_path / "step_5" / WEIGHTS_FILE))
     assert loaded["lm_head.weight"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert (tmp_path / "step_5" / DONE).read_text().strip() == "5"
+
+
+def test_resumed_export_survives_the_interrupted_runs_later_exports(tmp_path):
+    """Interrupted after exporting 11..14 with the last checkpoint at 10: the resume re-exports 10 first."""
+    for version in range(8, 15):
+        export_weights(tmp_path, version, {"w": torch.tensor([float(version)])})
+    resumed = export_weights(tmp_path, 10, {"w": torch.tensor([10.5])})
+    assert (resumed / DONE).is_file() and load_file(str(resumed / WEIGHTS_FILE))["w"].item() == 10.5
+    # Kept: the re-export; the abandoned later trajectory (12..14; older ones were pruned meanwhile) is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_10"]
+    for version in (11, 12, 13):
+        export_weights(tmp_path, version, {"w": torch.tensor([version + 0.5])})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_11", "step_12", "step_13"]
