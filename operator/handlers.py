@@ -13,7 +13,7 @@ import kopf
 from kubernetes import client
 
 from rlrun.operator.names import APP_NAME, GROUP, LABEL_INSTANCE, LABEL_NAME, PLURAL, VERSION
-from rlrun.operator.runner import Reconciler
+from rlrun.operator.reconciler import Reconciler
 
 WATCHED_CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
 

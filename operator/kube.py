@@ -178,9 +178,16 @@ class Kube:
         path = f"{collection_path(api_version, kind, namespace)}/{name}"
         self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
-    def patch_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_run_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge-patch the status subresource. With `resource_version` the write is conditional: the API
+        server answers 409 Conflict when the RLRun changed since that version was read."""
         path = f"{collection_path(API_VERSION, KIND, namespace)}/{name}/status"
-        self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self._call("PATCH", path, body=body, content_type="application/merge-patch+json")
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete with background propagation (owned pods go via GC); False when already gone."""

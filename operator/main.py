@@ -22,8 +22,8 @@ from aiohttp import web
 from rlrun.operator.handlers import register
 from rlrun.operator.kube import Kube, load_api_client
 from rlrun.operator.progress import ProgressStore, progress_app
+from rlrun.operator.reconciler import Reconciler
 from rlrun.operator.restarts import StallPolicy
-from rlrun.operator.runner import Reconciler
 
 log = logging.getLogger("rlrun.operator")
 
