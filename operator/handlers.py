@@ -47,9 +47,12 @@ def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
     )
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient) -> None:
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient, peering_lifetime: int = 60
+) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.peering.lifetime = peering_lifetime
         # Bounded API calls: a hung request must not wedge a watch or a handler.
         settings.networking.request_timeout = 30
         settings.watching.server_timeout = 300

@@ -118,6 +118,17 @@ class Kube:
         pods = self._call("GET", collection_path("v1", "Pod", namespace), query=selector)["items"]
         return objects, pods
 
+    def peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's KopfPeering `name` in `namespace` (ClusterKopfPeering when None), via list + field
+        selector: the operator's RBAC grants list/watch/patch on peerings, not get."""
+        path = (
+            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings"
+            if namespace
+            else "/apis/kopf.dev/v1/clusterkopfpeerings"
+        )
+        items = self._call("GET", path, query=[("fieldSelector", f"metadata.name={name}")])["items"]
+        return items[0] if items else None
+
     def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
         try:
             secret = self._call("GET", f"{collection_path('v1', 'Secret', namespace)}/{name}")

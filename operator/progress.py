@@ -92,11 +92,23 @@ TokenLookup = Callable[[str, str], Awaitable[bytes | None]]
 Poke = Callable[[str, str], None]
 
 
-def progress_app(store: ProgressStore, token_of: TokenLookup, poke: Poke) -> web.Application:
-    """The aiohttp app serving the progress endpoint (and /healthz for probes)."""
+def progress_app(
+    store: ProgressStore, token_of: TokenLookup, poke: Poke, active: Callable[[], bool] = lambda: True
+) -> web.Application:
+    """The aiohttp app serving the progress endpoint (and /healthz for probes).
+
+    A standby replica (`active()` False) refuses pushes with 503 and closes the connection, so the
+    orchestrator's next push opens a new one, which the Service may route to the active replica. (Not a
+    readiness gate: a never-Ready standby would block every rollout and `helm --wait`.)"""
 
     async def post(request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
+        if not active():
+            return web.json_response(
+                {"error": "standby operator replica: push again"},
+                status=503,
+                headers={"Connection": "close"},
+            )
         auth = request.headers.get("Authorization", "")
         token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
         given = auth.removeprefix("Bearer ").encode()

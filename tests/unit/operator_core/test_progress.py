@@ -61,3 +61,29 @@ def test_endpoint_checks_token_body_and_order_and_pokes_the_run():
     codes, poked, held = asyncio.run(scenario())
     assert codes == [401, 400, 400, 202, 409]
     assert poked == [KEY] and held["step"] == 5
+
+
+def test_a_standby_replica_refuses_pushes_and_pokes_nothing():
+    async def scenario():
+        store, poked = ProgressStore(), []
+
+        async def token_of(ns, secret):
+            return b"s3cret"
+
+        app = progress_app(store, token_of, lambda ns, name: poked.append((ns, name)), active=lambda: False)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/namespaces/ns/rlruns/run-a/progress"
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                resp = await http.post(
+                    url, content=report(step=5), headers={"Authorization": "Bearer s3cret"}
+                )
+        finally:
+            await runner.cleanup()
+        return resp, poked, store.newest(KEY, None, 0)
+
+    resp, poked, held = asyncio.run(scenario())
+    assert resp.status_code == 503 and resp.headers["connection"] == "close"
+    assert poked == [] and held is None
