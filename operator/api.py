@@ -530,6 +530,12 @@ class RLRunStatus(StatusSection):
     )
     components: ComponentsStatus | None = None
     progress: ProgressStatus | None = None
+    last_step_advance_time: datetime | None = Field(
+        None, description="When progress.step last advanced (operator clock); stall detection reads it."
+    )
+    recent_step_seconds: list[float] = Field(
+        default_factory=list, max_length=64, description="Recent step durations; scale the stall threshold."
+    )
     message: str | None = None
     reason: str | None = None
 

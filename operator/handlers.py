@@ -13,7 +13,7 @@ import kopf
 from kubernetes import client
 
 from rlrun.operator.names import APP_NAME, GROUP, LABEL_INSTANCE, LABEL_NAME, PLURAL, VERSION
-from rlrun.operator.runner import Reconciler
+from rlrun.operator.reconciler import Reconciler
 
 WATCHED_CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
 
@@ -47,9 +47,12 @@ def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
     )
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient) -> None:
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, api: client.ApiClient, peering_lifetime: int = 60
+) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.peering.lifetime = peering_lifetime
         # Bounded API calls: a hung request must not wedge a watch or a handler.
         settings.networking.request_timeout = 30
         settings.watching.server_timeout = 300

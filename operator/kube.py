@@ -118,6 +118,17 @@ class Kube:
         pods = self._call("GET", collection_path("v1", "Pod", namespace), query=selector)["items"]
         return objects, pods
 
+    def peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's KopfPeering `name` in `namespace` (ClusterKopfPeering when None), via list + field
+        selector: the operator's RBAC grants list/watch/patch on peerings, not get."""
+        path = (
+            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings"
+            if namespace
+            else "/apis/kopf.dev/v1/clusterkopfpeerings"
+        )
+        items = self._call("GET", path, query=[("fieldSelector", f"metadata.name={name}")])["items"]
+        return items[0] if items else None
+
     def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
         try:
             secret = self._call("GET", f"{collection_path('v1', 'Secret', namespace)}/{name}")
@@ -178,9 +189,16 @@ class Kube:
         path = f"{collection_path(api_version, kind, namespace)}/{name}"
         self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
-    def patch_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_run_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge-patch the status subresource. With `resource_version` the write is conditional: the API
+        server answers 409 Conflict when the RLRun changed since that version was read."""
         path = f"{collection_path(API_VERSION, KIND, namespace)}/{name}/status"
-        self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self._call("PATCH", path, body=body, content_type="application/merge-patch+json")
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete with background propagation (owned pods go via GC); False when already gone."""

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from rlrun.operator.handlers import register
 from rlrun.operator.kube import Kube, load_api_client
+from rlrun.operator.peering import PeeringGate, own_identity, random_priority
 from rlrun.operator.progress import ProgressStore, progress_app
+from rlrun.operator.reconciler import Reconciler
 from rlrun.operator.restarts import StallPolicy
-from rlrun.operator.runner import Reconciler
 
 log = logging.getLogger("rlrun.operator")
 
@@ -44,6 +45,10 @@ class OperatorConfig:
     stall: StallPolicy = field(default_factory=StallPolicy)
     peering: str | None = None
     """kopf peering object name for HA; None = standalone."""
+    priority: int | None = None
+    """This replica's peering priority; None draws a distinct random one (see peering.py)."""
+    peering_lifetime: int = 60
+    """Seconds a replica's keep-alive stays valid: how long a standby waits after the active one died."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -72,11 +77,21 @@ async def serve(
     api = load_api_client(config.kubeconfig)
     kube = Kube(api)
     store = ProgressStore()
-    reconciler = Reconciler(kube, store, config.stall, config.progress_url)
+    identity, priority = own_identity(), config.priority or random_priority()
+    gate = None
+    if config.peering is not None:
+        poll = max(0.5, min(5.0, config.peering_lifetime / 6))
+        gate = PeeringGate(kube, config.peering, config.namespaces, identity, priority, poll)
+    active = gate.active if gate else (lambda: True)
+    reconciler = Reconciler(kube, store, config.stall, config.progress_url, active=active)
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, api)
-    ticker = asyncio.get_running_loop().create_task(reconciler.tick_forever(config.interval_seconds))
-    runner = web.AppRunner(progress_app(store, reconciler.token_of, reconciler.poke_soon), access_log=None)
+    register(registry, reconciler, api, peering_lifetime=config.peering_lifetime)
+    loop = asyncio.get_running_loop()
+    background = [loop.create_task(reconciler.tick_forever(config.interval_seconds))]
+    if gate:
+        background.append(loop.create_task(gate.watch_forever()))
+    app = progress_app(store, reconciler.token_of, reconciler.poke_soon, active)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.progress_host, config.progress_port)
     await site.start()
@@ -96,12 +111,18 @@ async def serve(
             namespaces=config.namespaces,
             standalone=config.peering is None,
             peering_name=config.peering,
+            priority=priority,
+            identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
             liveness_endpoint=liveness,
             stop_flag=stop,
             ready_flag=ready,
         )
     finally:
-        ticker.cancel()
+        # kopf waits for `stop` in a worker thread; left unset (kopf stopped on SIGTERM), asyncio.run
+        # would wait for that thread forever at shutdown and the process would never exit.
+        stop.set()
+        for task in background:
+            task.cancel()
         await runner.cleanup()
         api.close()
 

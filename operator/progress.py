@@ -14,17 +14,16 @@ the run's current orchestrator attempt, are refused so a straggler never rewinds
 from __future__ import annotations
 
 import hmac
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY, ProgressView
-from rlrun.operator.status import parse_time
+from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY
+from rlrun.operator.status import progress_order
 from rlrun.runtime.config import Progress
 
 STATUS_FIELDS = (
@@ -37,14 +36,8 @@ STATUS_FIELDS = (
     "attempt",
     "stepSeconds",
 )
-STEP_HISTORY = 32
 
 Key = tuple[str, str]
-
-
-def _order(report: dict[str, Any]) -> tuple[int, int, datetime]:
-    updated = parse_time(report.get("updatedAt")) or datetime.min.replace(tzinfo=UTC)
-    return int(report.get("attempt") or 0), int(report.get("step") or 0), updated
 
 
 def to_status(progress: Progress) -> dict[str, Any]:
@@ -57,50 +50,39 @@ def to_status(progress: Progress) -> dict[str, Any]:
 @dataclass
 class _RunProgress:
     report: dict[str, Any] | None = None
-    step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
-    last_advance: datetime | None = None
     min_attempt: int = 0
 
 
 class ProgressStore:
-    """Newest report per run, recent step durations and when the step last advanced (operator clock)."""
+    """The newest report pushed to this replica, per run, until a pass folds it into status.
+
+    Only an inbox: when the step advanced and how long steps take are kept in the RLRun's status (the pass
+    records them), so a replica that never receives a push still decides stalls from the same facts."""
 
     def __init__(self) -> None:
         self._runs: dict[Key, _RunProgress] = {}
 
-    def offer(self, key: Key, progress: Progress, now: datetime) -> str | None:
+    def offer(self, key: Key, progress: Progress) -> str | None:
         """Keep `progress` if it is newer; returns None when kept, else why it was refused."""
         entry = self._runs.setdefault(key, _RunProgress())
         report = to_status(progress)
         if progress.attempt < entry.min_attempt:
             return f"attempt {progress.attempt} is older than the orchestrator's attempt {entry.min_attempt}"
-        if entry.report is not None and _order(report) <= _order(entry.report):
+        if entry.report is not None and progress_order(report) <= progress_order(entry.report):
             return (
                 f"(attempt, step) = ({progress.attempt}, {progress.step}) is not newer than the report held"
             )
-        if (
-            entry.report is None
-            or progress.step > int(entry.report.get("step") or 0)
-            or entry.last_advance is None
-        ):
-            entry.last_advance = now
-            if progress.step_seconds is not None:
-                entry.step_seconds.append(progress.step_seconds)
         entry.report = report
         return None
 
-    def view(self, key: Key, stored: dict[str, Any] | None, current_attempt: int) -> ProgressView:
-        """What a reconcile pass sees; seeds from status after an operator restart."""
+    def newest(self, key: Key, stored: dict[str, Any] | None, current_attempt: int) -> dict[str, Any] | None:
+        """The report a pass folds in: the held one when newer than `stored` (status), else None."""
         entry = self._runs.setdefault(key, _RunProgress())
         entry.min_attempt = current_attempt
-        if stored and (entry.report is None or _order(stored) > _order(entry.report)):
-            entry.report = dict(stored)
-            entry.last_advance = entry.last_advance or parse_time(stored.get("updatedAt"))
-            # A restarted operator has no step history: the stored last step time keeps the stall
-            # threshold at factor x step time instead of dropping to the floor.
-            if not entry.step_seconds and stored.get("stepSeconds") is not None:
-                entry.step_seconds.append(float(stored["stepSeconds"]))
-        return ProgressView(entry.report, tuple(entry.step_seconds), entry.last_advance)
+        if stored and (entry.report is None or progress_order(stored) >= progress_order(entry.report)):
+            entry.report = dict(stored)  # status is ahead (another replica, or a restart): refuse older
+            return None
+        return entry.report
 
     def forget(self, key: Key) -> None:
         self._runs.pop(key, None)
@@ -110,11 +92,23 @@ TokenLookup = Callable[[str, str], Awaitable[bytes | None]]
 Poke = Callable[[str, str], None]
 
 
-def progress_app(store: ProgressStore, token_of: TokenLookup, poke: Poke) -> web.Application:
-    """The aiohttp app serving the progress endpoint (and /healthz for probes)."""
+def progress_app(
+    store: ProgressStore, token_of: TokenLookup, poke: Poke, active: Callable[[], bool] = lambda: True
+) -> web.Application:
+    """The aiohttp app serving the progress endpoint (and /healthz for probes).
+
+    A standby replica (`active()` False) refuses pushes with 503 and closes the connection, so the
+    orchestrator's next push opens a new one, which the Service may route to the active replica. (Not a
+    readiness gate: a never-Ready standby would block every rollout and `helm --wait`.)"""
 
     async def post(request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
+        if not active():
+            return web.json_response(
+                {"error": "standby operator replica: push again"},
+                status=503,
+                headers={"Connection": "close"},
+            )
         auth = request.headers.get("Authorization", "")
         token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
         given = auth.removeprefix("Bearer ").encode()
@@ -129,7 +123,7 @@ def progress_app(store: ProgressStore, token_of: TokenLookup, poke: Poke) -> web
         if progress.run_id != name:
             msg = f"report runId {progress.run_id!r} does not match rlrun {name!r}"
             return web.json_response({"error": msg}, status=400)
-        refused = store.offer((ns, name), progress, datetime.now(UTC))
+        refused = store.offer((ns, name), progress)
         if refused:
             return web.json_response({"accepted": False, "reason": refused}, status=409)
         poke(ns, name)

@@ -38,7 +38,9 @@ from rlrun.operator.status import (
     TERMINAL,
     RunStatus,
     component_counts,
+    parse_time,
     readiness,
+    take_progress,
 )
 
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
@@ -88,15 +90,6 @@ class RunSettings:
             ),
             stall=stall or StallPolicy(),
         )
-
-
-@dataclass(frozen=True)
-class ProgressView:
-    """What the progress intake knows: the newest report, recent step times, when the step last advanced."""
-
-    report: dict[str, Any] | None = None
-    step_seconds: tuple[float, ...] = ()
-    last_advance: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -192,21 +185,22 @@ def plan(
     render: Callable[[int], list[dict[str, Any]]],
     children: Children,
     stored: RunStatus,
-    progress: ProgressView,
+    report: dict[str, Any] | None,
     now: datetime,
     progress_url: str | None = None,
 ) -> Plan:
-    """Decide one pass. `render(trainer_attempt)` returns the desired children (pure renderers)."""
+    """Decide one pass. `render(trainer_attempt)` returns the desired children (pure renderers);
+    `report` is the newest progress report the intake holds (folded in when newer than status)."""
     st = replace(stored, conditions=[dict(c) for c in stored.conditions])
     p = Plan(status=st)
     before = stored.phase
-    st.progress = progress.report or st.progress
+    take_progress(st, report, now)
     if st.start_time is None:
         st.start_time = now
     clear_error(st, now)  # this pass's writes are about to succeed, or the runner sets it again
 
     if st.phase not in TERMINAL:
-        _decide_lifecycle(p, settings, children, progress, now)
+        _decide_lifecycle(p, settings, children, now)
 
     desired = render(st.trainer.attempt)
     if st.phase in TERMINAL:
@@ -244,9 +238,7 @@ def plan(
     return p
 
 
-def _decide_lifecycle(
-    p: Plan, settings: RunSettings, children: Children, progress: ProgressView, now: datetime
-) -> None:
+def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: datetime) -> None:
     st = p.status
     orch = children.jobs.get(COMPONENT_ORCHESTRATOR)
     if orch is not None and orch.complete and orch.attempt == st.orchestrator.attempt:
@@ -262,11 +254,16 @@ def _decide_lifecycle(
     if settings.suspend:
         return
     causes = {group: _group_failure(children, group, _group(st, group).attempt) for group in GROUPS}
-    if progress.report is not None and st.phase == RUNNING and causes[COMPONENT_TRAINER] is None:
-        starts = [t for t in (progress.last_advance, st.trainer.not_before) if t is not None]
+    if st.progress is not None and st.phase == RUNNING and causes[COMPONENT_TRAINER] is None:
+        # Everything read from status: any replica, restarted or not, reaches the same verdict.
+        advanced = st.step_advanced_at or parse_time(st.progress.get("updatedAt"))
+        starts = [t for t in (advanced, st.trainer.not_before) if t is not None]
         since = max(starts) if starts else None
-        is_stalled = stalled(settings.stall, list(progress.step_seconds), since, now)
-        step = progress.report.get("step")
+        history = list(st.recent_step_seconds)
+        if not history and st.progress.get("stepSeconds") is not None:
+            history = [float(st.progress["stepSeconds"])]
+        is_stalled = stalled(settings.stall, history, since, now)
+        step = st.progress.get("step")
         msg = f"no step advance since step {step} at {since.isoformat() if since else '-'}"
         reason = "NoStepAdvance" if is_stalled else "Progressing"
         if st.set_condition("Stalled", is_stalled, reason, msg, now) and is_stalled:

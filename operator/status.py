@@ -39,6 +39,29 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+STEP_HISTORY = 16
+"""Step durations kept in status for the stall threshold's median."""
+
+
+def progress_order(report: dict[str, Any]) -> tuple[int, int, datetime]:
+    """Newer-than order of progress reports: (attempt, step, updatedAt)."""
+    updated = parse_time(report.get("updatedAt")) or datetime.min.replace(tzinfo=UTC)
+    return int(report.get("attempt") or 0), int(report.get("step") or 0), updated
+
+
+def take_progress(st: RunStatus, report: dict[str, Any] | None, now: datetime) -> None:
+    """Fold the newest progress report into status; a higher step (or a new attempt) is an advance."""
+    held = st.progress
+    if report is None or (held is not None and progress_order(report) <= progress_order(held)):
+        return
+    advanced = held is None or progress_order(report)[:2] > progress_order(held)[:2]
+    st.progress = dict(report)
+    if advanced:
+        st.step_advanced_at = now
+        if report.get("stepSeconds") is not None:
+            st.recent_step_seconds = (*st.recent_step_seconds, float(report["stepSeconds"]))[-STEP_HISTORY:]
+
+
 @dataclass
 class RunStatus:
     """Mutable working copy of `RLRun.status` for one pass.
@@ -59,6 +82,11 @@ class RunStatus:
     orchestrator: GroupState = field(default_factory=GroupState)
     components: dict[str, dict[str, int]] = field(default_factory=dict)
     progress: dict[str, Any] | None = None
+    step_advanced_at: datetime | None = None
+    """When `progress.step` last advanced (operator clock): stall detection reads it from here, not from one
+    replica's memory, so any operator reading the RLRun reaches the same verdict."""
+    recent_step_seconds: tuple[float, ...] = ()
+    """The last STEP_HISTORY step durations; their median scales the stall threshold."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunStatus:
@@ -84,6 +112,8 @@ class RunStatus:
             ),
             components={k: dict(v) for k, v in (data.get("components") or {}).items()},
             progress=dict(data["progress"]) if data.get("progress") else None,
+            step_advanced_at=parse_time(data.get("lastStepAdvanceTime")),
+            recent_step_seconds=tuple(float(x) for x in data.get("recentStepSeconds") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +133,8 @@ class RunStatus:
             "orchestratorNotBefore": fmt_time(self.orchestrator.not_before),
             "components": self.components,
             "progress": self.progress,
+            "lastStepAdvanceTime": fmt_time(self.step_advanced_at),
+            "recentStepSeconds": list(self.recent_step_seconds),
         }
 
     def condition(self, type_: str) -> dict[str, Any] | None:

@@ -28,6 +28,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stall-factor", type=float, default=5.0, help="stalled after N x the median step time")
     p.add_argument("--stall-floor-seconds", type=float, default=300.0, help="...but never sooner than this")
     p.add_argument("--peering", help="kopf peering object for HA (several replicas, one active)")
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a replica's peering keep-alive lasts: a standby takes over this long after the "
+        "active replica died (default 60)",
+    )
+    p.add_argument(
+        "--priority", type=int, help="peering priority of this replica (default: a distinct random one)"
+    )
     p.add_argument("--verbose", "-v", action="store_true")
 
 
@@ -46,5 +56,7 @@ def _operator(args: argparse.Namespace) -> int:
         interval_seconds=args.interval,
         stall=StallPolicy(args.stall_factor, args.stall_floor_seconds),
         peering=args.peering,
+        priority=args.priority,
+        peering_lifetime=args.peering_lifetime,
     )
     return run(config, verbose=args.verbose)

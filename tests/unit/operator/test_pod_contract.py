@@ -225,7 +225,7 @@ def test_orchestrator_progress_push_reaches_the_operators_endpoint(monkeypatch, 
 
     async def scenario(tmp: Path) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
         store, poked = ProgressStore(), []
-        store.view((NAMESPACE, run), None, ATTEMPT)  # the run's current orchestrator attempt
+        store.newest((NAMESPACE, run), None, ATTEMPT)  # the run's current orchestrator attempt
 
         async def token_of(ns: str, secret: str) -> bytes | None:
             return TOKEN.encode() if (ns, secret) == (NAMESPACE, f"{run}-progress") else None
@@ -246,7 +246,7 @@ def test_orchestrator_progress_push_reaches_the_operators_endpoint(monkeypatch, 
         finally:
             await publisher.aclose()
             await runner.cleanup()
-        return store.view((NAMESPACE, run), None, ATTEMPT).report, poked
+        return store.newest((NAMESPACE, run), None, ATTEMPT), poked
 
     report, poked = asyncio.run(scenario(tmp_path))
     assert poked == [(NAMESPACE, run)]

@@ -1,7 +1,6 @@
 """The progress endpoint on a real loopback aiohttp server, driven with httpx (as the runtime would)."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import httpx
 from aiohttp import web
@@ -17,16 +16,18 @@ def report(**kw):
     return Progress(**{**base, **kw}).model_dump_json(by_alias=True)
 
 
-def test_store_orders_by_attempt_then_step_and_tracks_step_advances():
-    store, now = ProgressStore(), datetime(2026, 1, 1, tzinfo=UTC)
-    assert store.offer(KEY, Progress.model_validate_json(report(step=3, stepSeconds=2.0)), now) is None
-    assert "not newer" in store.offer(KEY, Progress.model_validate_json(report(step=2)), now)
-    assert store.offer(KEY, Progress.model_validate_json(report(step=3)), now + timedelta(seconds=5)) is None
-    view = store.view(KEY, None, current_attempt=0)
-    assert view.report["step"] == 3 and view.last_advance == now and view.step_seconds == (2.0,)
-    store.view(KEY, None, current_attempt=1)
+def test_store_orders_by_attempt_then_step_and_defers_to_a_newer_status():
+    store = ProgressStore()
+    assert store.offer(KEY, Progress.model_validate_json(report(step=3, stepSeconds=2.0))) is None
+    assert "not newer" in store.offer(KEY, Progress.model_validate_json(report(step=2)))
+    assert store.newest(KEY, None, current_attempt=0)["step"] == 3
+    # another replica already wrote a newer report to status: nothing to fold in, older pushes refused
+    newer = {"step": 6, "attempt": 0, "updatedAt": "2030-01-01T00:00:00Z"}
+    assert store.newest(KEY, newer, current_attempt=0) is None
+    assert "not newer" in store.offer(KEY, Progress.model_validate_json(report(step=5)))
+    store.newest(KEY, newer, current_attempt=1)
     assert "older than the orchestrator's attempt 1" in store.offer(
-        KEY, Progress.model_validate_json(report(step=9, attempt=0)), now
+        KEY, Progress.model_validate_json(report(step=9, attempt=0))
     )
 
 
@@ -55,8 +56,34 @@ def test_endpoint_checks_token_body_and_order_and_pokes_the_run():
                 ]
         finally:
             await runner.cleanup()
-        return codes, poked, store.view(KEY, None, 0).report
+        return codes, poked, store.newest(KEY, None, 0)
 
     codes, poked, held = asyncio.run(scenario())
     assert codes == [401, 400, 400, 202, 409]
     assert poked == [KEY] and held["step"] == 5
+
+
+def test_a_standby_replica_refuses_pushes_and_pokes_nothing():
+    async def scenario():
+        store, poked = ProgressStore(), []
+
+        async def token_of(ns, secret):
+            return b"s3cret"
+
+        app = progress_app(store, token_of, lambda ns, name: poked.append((ns, name)), active=lambda: False)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/namespaces/ns/rlruns/run-a/progress"
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                resp = await http.post(
+                    url, content=report(step=5), headers={"Authorization": "Bearer s3cret"}
+                )
+        finally:
+            await runner.cleanup()
+        return resp, poked, store.newest(KEY, None, 0)
+
+    resp, poked, held = asyncio.run(scenario())
+    assert resp.status_code == 503 and resp.headers["connection"] == "close"
+    assert poked == [] and held is None

@@ -3,17 +3,14 @@
 from operator_builders import T0, body, find, later, observed, pod, rendered
 
 from rlrun.operator.observe import observe
-from rlrun.operator.reconcile import ProgressView, RunSettings, plan
+from rlrun.operator.reconcile import RunSettings, plan
 from rlrun.operator.restarts import GroupState, StallPolicy
 from rlrun.operator.status import RunStatus
 
 URL = "http://operator:8081"
 
 
-NO_PROGRESS = ProgressView()
-
-
-def run_pass(data, children, stored=None, now=T0, progress=NO_PROGRESS, stall=None):
+def run_pass(data, children, stored=None, now=T0, progress=None, stall=None):
     settings = RunSettings.from_body(data, stall)
     return plan(settings, rendered(data), children, stored or RunStatus(), progress, now, URL)
 
@@ -162,12 +159,30 @@ def test_stall_sets_the_condition_emits_an_event_and_restarts_the_trainer_group(
     data = body()
     objs = observed(rendered(data)(0))
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
-    progress = ProgressView({"step": 7, "attempt": 0}, (1.0, 1.0, 2.0), T0)
     stall = StallPolicy(factor=3, floor_seconds=2)
-    p = run_pass(data, observe(objs), stored, now=later(2), progress=progress, stall=stall)
+    report = {"step": 7, "attempt": 0, "stepSeconds": 1.0}
+    p = run_pass(data, observe(objs), stored, now=T0, progress=report, stall=stall)
+    assert p.status.step_advanced_at == T0 and p.status.recent_step_seconds == (1.0,)
+    p = run_pass(data, observe(objs), p.status, now=later(2), progress=report, stall=stall)
     assert p.status.condition("Stalled")["status"] == "False" and p.status.trainer.restarts == 0
-    p = run_pass(data, observe(objs), stored, now=later(4), progress=progress, stall=stall)
+    p = run_pass(data, observe(objs), p.status, now=later(4), stall=stall)
     stalled = p.status.condition("Stalled")
     assert stalled["status"] == "True" and "step 7" in stalled["message"]
     assert [e.reason for e in p.events] == ["Stalled", "TrainerRestart"]
-    assert p.status.trainer.restarts == 1 and p.status.progress == {"step": 7, "attempt": 0}
+    assert p.status.trainer.restarts == 1 and p.status.progress == report
+
+
+def test_stall_is_decided_from_status_alone_so_a_replica_without_pushes_agrees():
+    """Two operators: pushes reach only one, which records each advance in status; the other reads the
+    same status (no report of its own) and must not see a stall while steps keep advancing."""
+    data = body()
+    objs = observed(rendered(data)(0))
+    stall = StallPolicy(factor=3, floor_seconds=2)
+    status = RunStatus(phase="Running", observed_generation=1, start_time=T0)
+    for second in range(0, 12, 1):
+        pushed = run_pass(data, observe(objs), status, now=later(second), stall=stall,
+                          progress={"step": second, "attempt": 0, "stepSeconds": 1.0})  # fmt: skip
+        other = run_pass(data, observe(objs), pushed.status, now=later(second + 0.9), stall=stall)
+        assert other.status.condition("Stalled")["status"] == "False" and other.events == []
+        status = other.status
+    assert status.step_advanced_at == later(11) and status.recent_step_seconds[-1] == 1.0

@@ -6,7 +6,7 @@ from kubernetes.client.exceptions import ApiException
 from operator_builders import T0, body, later, observed, rendered
 
 from rlrun.operator.observe import observe
-from rlrun.operator.reconcile import ProgressView, RunSettings, plan
+from rlrun.operator.reconcile import RunSettings, plan
 from rlrun.operator.reconcile_errors import describe_error, report_error
 from rlrun.operator.status import RunStatus
 
@@ -51,14 +51,12 @@ def test_a_successful_pass_clears_the_condition_and_never_adds_one():
     settings = RunSettings.from_body(data)
     children = observe(observed(rendered(data)(0)))
     failed = report_error(RunStatus(observed_generation=1, start_time=T0), forbidden(), T0)
-    p = plan(
-        settings, rendered(data), children, RunStatus(conditions=failed.conditions), ProgressView(), later(5)
-    )
+    p = plan(settings, rendered(data), children, RunStatus(conditions=failed.conditions), None, later(5))
     cond = p.status.condition("ReconcileError")
     assert (cond["status"], cond["reason"], cond["lastTransitionTime"]) == (
         "False",
         "Reconciled",
         "2026-01-01T00:00:05Z",
     )
-    clean = plan(settings, rendered(data), children, RunStatus(), ProgressView(), T0)
+    clean = plan(settings, rendered(data), children, RunStatus(), None, T0)
     assert clean.status.condition("ReconcileError") is None

@@ -5,15 +5,14 @@ restart: backoff deadlines, the orchestrator's own attempt, the last step time.
 committed CRD's status schema; the cluster-side round trip is tests/integration/operator.
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
 from operator_builders import T0, body, find, later, observed, pod, rendered
 
 from rlrun.operator.crd import crd_manifest
 from rlrun.operator.observe import observe
-from rlrun.operator.progress import ProgressStore
-from rlrun.operator.reconcile import ProgressView, RunSettings, plan
+from rlrun.operator.progress import ProgressStore, to_status
+from rlrun.operator.reconcile import RunSettings, plan
 from rlrun.operator.restarts import GroupState, StallPolicy, stall_threshold
 from rlrun.operator.status import RunStatus
 from rlrun.runtime.config import Progress
@@ -74,13 +73,13 @@ def test_operator_restarted_during_a_trainer_backoff_still_waits():
     settings = RunSettings.from_body(data)
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
     failed = observe(objs, [pod(trainer, "color-codeword-trainer-0-x", "Failed")])
-    p = plan(settings, rendered(data), failed, stored, ProgressView(), T0)
+    p = plan(settings, rendered(data), failed, stored, None, T0)
     assert p.status.trainer == GroupState(1, 1, later(5))
     # The operator restarts; the old trainer Job is already gone. Within the backoff: nothing created.
     gone = observe([o for o in objs if o is not trainer])
-    p2 = plan(settings, rendered(data), gone, restored(p.status), ProgressView(), later(2))
+    p2 = plan(settings, rendered(data), gone, restored(p.status), None, later(2))
     assert p2.create == [] and p2.requeue_after == 3
-    p3 = plan(settings, rendered(data), gone, restored(p2.status), ProgressView(), later(5))
+    p3 = plan(settings, rendered(data), gone, restored(p2.status), None, later(5))
     created = find(p3.create, "Job", "trainer")
     assert created["metadata"]["labels"]["rlrun.dev/trainer-attempt"] == "1"
 
@@ -92,21 +91,25 @@ def test_orchestrator_attempt_survives_a_restart_apart_from_the_trainers():
     settings = RunSettings.from_body(data)
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
     failed = observe(objs, [pod(orch, "color-codeword-orchestrator-x", "Failed")])
-    back = restored(plan(settings, rendered(data), failed, stored, ProgressView(), T0).status)
+    back = restored(plan(settings, rendered(data), failed, stored, None, T0).status)
     assert back.orchestrator == GroupState(1, 1, later(5)) and back.trainer == GroupState()
     # A fresh progress store (restarted operator) refuses the straggling attempt-0 orchestrator.
     store = ProgressStore()
-    store.view(("ns", "color-codeword"), back.progress, back.orchestrator.attempt)
+    store.newest(("ns", "color-codeword"), back.progress, back.orchestrator.attempt)
     late = Progress(run_id="color-codeword", attempt=0, step=3, max_steps=10)
-    assert "older than the orchestrator's attempt 1" in store.offer(("ns", "color-codeword"), late, later(1))
+    assert "older than the orchestrator's attempt 1" in store.offer(("ns", "color-codeword"), late)
 
 
-def test_last_step_time_survives_so_stall_detection_keeps_its_threshold():
-    store, key = ProgressStore(), ("ns", "run-a")
-    report = Progress(run_id="run-a", step=7, max_steps=10, step_seconds=120.0, updated_at=T0)
-    assert store.offer(key, report, T0) is None
-    stored = RunStatus(progress=store.view(key, None, 0).report)
-    fresh = ProgressStore().view(key, restored(stored).progress, 0)
+def test_step_history_survives_so_stall_detection_keeps_its_threshold():
+    data = body()
+    objs = observe(observed(rendered(data)(0)))
+    settings = RunSettings.from_body(data)
+    report = to_status(Progress(run_id="run-a", step=7, max_steps=10, step_seconds=120.0, updated_at=T0))
+    stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
+    back = restored(plan(settings, rendered(data), objs, stored, report, later(1)).status)
     policy = StallPolicy(factor=5, floor_seconds=60)
-    assert fresh.step_seconds == (120.0,) and stall_threshold(policy, list(fresh.step_seconds)) == 600
-    assert fresh.last_advance == datetime(2026, 1, 1, tzinfo=UTC)
+    assert (
+        back.recent_step_seconds == (120.0,)
+        and stall_threshold(policy, list(back.recent_step_seconds)) == 600
+    )
+    assert back.step_advanced_at == later(1) and back.progress["step"] == 7

@@ -1,11 +1,21 @@
-"""Drives reconcile passes: one at a time per run, coalesced, timed, and applied in a safe order.
+"""The Reconciler: drives reconcile passes, one at a time per run, coalesced, timed, crash-safe.
 
 Any number of triggers (kopf create/update/resume, the timer, child Job/Pod/Deployment events, a progress
 report, a requeue) call `poke()`. A pass already running for that run just marks it dirty and runs once
 more when it ends, so a burst of child events costs one or two passes, never one each. A pass is:
-read the RLRun, list its children, `plan()`, then write in this order: deletes, creates, applies, Job
-suspend patches, ONE status write, and only after that the Events (JobSet's order: an event never
-announces a state that failed to persist).
+read the RLRun, list its children, `plan()`, then write in this order:
+
+1. ONE status write, conditional on the resourceVersion the pass read (optimistic concurrency). The
+   decision (a restart counted, the next attempt and its backoff, a terminal phase) is recorded before
+   anything acts on it; a conflict means another writer (a second operator, a user) moved the run, so the
+   pass is dropped unwritten and planned again from a fresh read.
+2. The Events announcing the recorded decision (never one for a state that failed to persist; a
+   conflicting duplicate pass writes none, so two operators never post an Event twice).
+3. The child writes that carry the decision out: deletes, the progress Secret, creates, applies, Job
+   suspend patches. Each is idempotent and driven by the recorded status, so a crash at any point is
+   finished by the next pass: a torn-down attempt is never recreated, a restart never lost or counted twice.
+
+`active()` gates every write: a standby replica (see `peering.py`) runs no pass at all.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -44,6 +55,10 @@ RECONCILE_SECONDS = Histogram(
 Key = tuple[str, str]
 
 
+class StaleRead(Exception):
+    """The RLRun changed between the pass's read and its status write (HTTP 409): nothing was written."""
+
+
 @dataclass
 class _RunState:
     running: bool = False
@@ -59,6 +74,7 @@ class Reconciler:
         stall: StallPolicy,
         progress_url: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube, self.store, self.stall, self.progress_url, self.clock = (
             kube,
@@ -67,6 +83,8 @@ class Reconciler:
             progress_url,
             clock,
         )
+        self.active = active
+        """False on a standby replica: no pass runs, nothing is written."""
         self._runs: dict[Key, _RunState] = {}
         self._tokens: dict[Key, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,8 +123,8 @@ class Reconciler:
         key = (namespace, name)
         state = self._runs.setdefault(key, _RunState())
         state.dirty = True
-        if state.running:
-            return
+        if state.running or not self.active():
+            return  # a standby remembers the run (the tick passes it once active) but never writes
         state.running = True
         try:
             while state.dirty:
@@ -120,6 +138,11 @@ class Reconciler:
         try:
             requeue = await self._reconcile(key)
             RECONCILES.labels("ok").inc()
+        except StaleRead as e:
+            RECONCILES.labels("conflict").inc()
+            log.info("rlrun %s/%s changed during the pass (%s); planning again", *key, e)
+            state.dirty = True
+            requeue = None
         except Exception:
             RECONCILES.labels("error").inc()
             log.exception("reconcile of rlrun %s/%s failed; the timer retries it", *key)
@@ -155,17 +178,19 @@ class Reconciler:
         try:
             objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
             children = observe(objects, pods)
-            progress = self.store.view(key, stored.progress, stored.orchestrator.attempt)
+            report = self.store.newest(key, stored.progress, stored.orchestrator.attempt)
             decided = plan(
                 settings,
                 lambda attempt: render_children(run, trainer_attempt=attempt),
                 children,
                 stored,
-                progress,
+                report,
                 self.clock(),
                 self.progress_url,
             )
             await asyncio.to_thread(self._write, body, decided)
+        except StaleRead:
+            raise
         except Exception as exc:
             await asyncio.to_thread(self._write_error, body, stored, exc)
             raise
@@ -192,6 +217,16 @@ class Reconciler:
     def _write(self, body: dict[str, Any], p: Plan) -> None:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        try:
+            self.kube.patch_run_status(ns, name, p.status.to_dict(), meta.get("resourceVersion"))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise StaleRead(f"resourceVersion {meta.get('resourceVersion')} is stale") from exc
+            exc.add_note("write the status failed")
+            raise
+        for event in p.events:
+            log.info("rlrun %s/%s %s: %s", ns, name, event.reason, event.message)
+            self.kube.event(body, event.type, event.reason, event.message)
         action = "start writing"
         try:
             for api_version, kind, child in p.delete:
@@ -212,14 +247,9 @@ class Reconciler:
             for job, suspend in p.suspend:
                 action = f"patch Job {job} suspend={suspend}"
                 self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})
-            action = "write the status"
-            self.kube.patch_run_status(ns, name, p.status.to_dict())
         except Exception as exc:  # name the write that failed, for the RLRun's ReconcileError
             exc.add_note(f"{action} failed")
             raise
-        for event in p.events:
-            log.info("rlrun %s/%s %s: %s", ns, name, event.reason, event.message)
-            self.kube.event(body, event.type, event.reason, event.message)
         if p.delete_run:
             log.info("rlrun %s/%s: ttlSecondsAfterFinished passed, deleting it", ns, name)
             self.kube.delete(body["apiVersion"], body["kind"], ns, name)
