@@ -151,6 +151,13 @@ class OrchestratorConfig(Section):
     seed: int = Field(0, ge=0, description="Seed for sampling prompts and initializing the tiny model.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
     max_tokens: int = Field(8, ge=1, description="Max completion tokens per rollout.")
+    startup_timeout_seconds: float = Field(
+        900.0,
+        ge=1,
+        le=86400,
+        description="How long the orchestrator waits at start for inference, then env-workers, to answer "
+        "/health (vLLM needs minutes); waiting is not a failure until this bound.",
+    )
 
     @model_validator(mode="after")
     def _divisible(self) -> OrchestratorConfig:

@@ -22,6 +22,7 @@ from rlrun.runtime.config import Progress, RuntimeConfig
 from rlrun.runtime.orchestrator.loop import Orchestrator
 from rlrun.runtime.orchestrator.memory import release_memory
 from rlrun.runtime.orchestrator.progress import ProgressPublisher
+from rlrun.runtime.orchestrator.startup import wait_until_ready
 from rlrun.runtime.orchestrator.state import load_state
 
 log = logging.getLogger("rlrun.orchestrator")
@@ -79,6 +80,13 @@ async def serve(
         async with httpx.AsyncClient(timeout=timeout) as client:
             orchestrator = Orchestrator(
                 cfg, env_urls, inference_urls, client, publisher, sample_logger, state, _mm_encoder(cfg)
+            )
+            # Bounded start-up wait, inference first: a slow server is not a failure (startup.py).
+            await wait_until_ready(
+                client,
+                [("inference", inference_urls), ("env-worker", env_urls)],
+                cfg.orchestrator.startup_timeout_seconds,
+                lambda m: publisher.publish(publisher.current.model_copy(update={"message": m})),
             )
             await orchestrator.run()
     except BaseException as exc:
