@@ -106,7 +106,7 @@ class ProgressStore:
         self._runs.pop(key, None)
 
 
-TokenLookup = Callable[[str, str], Awaitable[bytes | None]]
+TokenLookup = Callable[[str, str, bool], Awaitable[bytes | None]]  # (namespace, secret, re-read)
 Poke = Callable[[str, str], None]
 
 
@@ -116,9 +116,15 @@ def progress_app(store: ProgressStore, token_of: TokenLookup, poke: Poke) -> web
     async def post(request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
         auth = request.headers.get("Authorization", "")
-        token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
         given = auth.removeprefix("Bearer ").encode()
-        if token is None or not auth.startswith("Bearer ") or not hmac.compare_digest(given, token):
+        secret = f"{name}{PROGRESS_SECRET_SUFFIX}"
+
+        def valid(token: bytes | None) -> bool:
+            return token is not None and auth.startswith("Bearer ") and hmac.compare_digest(given, token)
+
+        # A run deleted and created again under the same name has a new Secret: a token that does not
+        # match the cached one is checked once more against the Secret as it is now.
+        if not valid(await token_of(ns, secret, False)) and not valid(await token_of(ns, secret, True)):
             return web.json_response(
                 {"error": f"bad or missing bearer token for rlrun {ns}/{name}"}, status=401
             )
