@@ -40,6 +40,7 @@ from rlrun.operator.status import (
     component_counts,
     readiness,
 )
+from rlrun.runtime.config import VOLUME_NOT_WRITABLE
 
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
@@ -175,7 +176,7 @@ def _group_failure(children: Children, group: str, attempt: int) -> str | None:
     if job is None or job.deleting or job.attempt != attempt or job.suspended:
         return None
     if pods := children.failed_pods.get(group):
-        return f"pod {pods[0]} failed"
+        return f"pod {pods[0]} failed: {children.pod_failures.get(pods[0], 'no detail')}"
     if job.failed_reason:
         return f"Job {job.name} failed: {job.failed_reason}"
     return None
@@ -276,6 +277,9 @@ def _decide_lifecycle(
     for group, cause in causes.items():
         if cause is None:
             continue
+        if VOLUME_NOT_WRITABLE in cause:  # no restart can fix the volume: say so now, spend none
+            _terminate(p, FAILED, VOLUME_NOT_WRITABLE, cause, now)
+            return
         decision = on_group_failure(settings.restart, _group(st, group), now, group, cause)
         if decision.action == "give_up":
             reason = (

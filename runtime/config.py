@@ -27,6 +27,9 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_ASSET_ROOT = "/data/outputs"
 CONFIG_ENV = "RLRUN_CONFIG"  # path of the JSON config file inside a pod
 PROGRESS_FILE = "progress.json"
+VOLUME_NOT_WRITABLE = "VolumeNotWritable"
+"""Prefix of a role's termination message when the run volume is not writable (runtime/volume.py); the
+operator fails the run with this reason instead of spending restarts on a volume no restart can fix."""
 
 
 def check_safe_id(value: str, what: str = "id") -> str:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from rlrun.runtime.orchestrator.memory import release_memory
 from rlrun.runtime.orchestrator.progress import ProgressPublisher
 from rlrun.runtime.orchestrator.startup import wait_until_ready
 from rlrun.runtime.orchestrator.state import load_state
+from rlrun.runtime.volume import ensure_writable
 
 log = logging.getLogger("rlrun.orchestrator")
 ENV_WORKER_URLS_ENV = "RLRUN_ENV_WORKER_URLS"
@@ -128,6 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s orchestrator %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the version poll would log 10 lines a second
     cfg = RuntimeConfig.load(args.config)
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    ensure_writable(cfg.run_dir)
     asyncio.run(serve(cfg, args.env_urls, args.inference_urls, args.status_port, args.attempt))
     return 0
