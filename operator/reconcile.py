@@ -219,6 +219,8 @@ def plan(
     ready = readiness(children)
     for component, cond in COMPONENT_CONDITIONS.items():
         ok, reason, message = ready[component]
+        if st.phase in TERMINAL and reason == "Missing":  # deleted by _release, not yet to come
+            reason, message = "Released", f"run {st.phase}: workload released"
         st.set_condition(cond, ok, reason, message, now)
     all_ready = all(ok for ok, _, _ in ready.values())
     if st.phase not in TERMINAL:
