@@ -1,15 +1,22 @@
 # syntax=docker/dockerfile:1.7
 #
-# Two images from one file:
-#   docker build --target operator -t rlrun-operator:0.1.0 .   # kopf operator: slim, no torch
-#   docker build --target runtime  -t rlrun-runtime:0.1.0 .    # every pod role of a run
+# Three images from one file (each `spec.images` default names one):
+#   docker build --target operator  -t ghcr.io/rlrun/rlrun-operator:0.1.0 .  # kopf operator: slim, no torch
+#   docker build --target runtime   -t ghcr.io/rlrun/runtime:0.1.0 .        # trainer, orchestrator, env-worker, CPU inference
+#   docker build --target inference -t ghcr.io/rlrun/inference:0.1.0 .      # GPU inference: the runtime + vLLM
 #
-# The runtime image holds two virtualenvs because vLLM pins its own torch/transformers:
-#   /opt/rlrun  rlrun[runtime]   trainer (torchrun), orchestrator, env-worker, CPU inference
-#   /opt/vllm   vllm + rlrun     GPU inference (`python -m rlrun.runtime.inference.vllm_server`)
+# The inference image adds a second virtualenv because vLLM pins its own torch/transformers:
+#   /opt/rlrun  rlrun[runtime]   every role (the whole runtime image)
+#   /opt/vllm   vllm + rlrun     GPU inference (`python -m rlrun.runtime.inference.vllm_server`; first on PATH)
 #
-# Base images are pinned to a Debian release: the floating `python:3.12-slim` tag moved to trixie
-# (glibc 2.41), which broke CUDA host-header compilation of JIT kernels at train time.
+# Rebuilds are incremental: each venv gets its third-party packages from pyproject.toml alone (a layer that
+# only a dependency change invalidates, downloads kept in a cache mount), then the project itself with
+# --no-deps; a code-only change never reinstalls torch.
+#
+# PYTHON_BASE is any Debian bookworm image with python3 >= 3.11 and pip (the tests build FROM a local
+# debootstrap image: tools/realnode/build.sh). It is pinned to a Debian release: the floating
+# `python:3.12-slim` tag moved to trixie (glibc 2.41), which broke CUDA host-header compilation of JIT
+# kernels at train time.
 
 ARG PYTHON_BASE=python:3.12-slim-bookworm
 ARG UV_VERSION=0.13.8
@@ -18,24 +25,33 @@ ARG VLLM_VERSION=0.33.0
 # ---------------------------------------------------------------- build stages (tools stay here)
 FROM ${PYTHON_BASE} AS builder
 ARG UV_VERSION
-ENV UV_LINK_MODE=copy PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+ENV UV_LINK_MODE=copy UV_CACHE_DIR=/root/.cache/uv PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
+
+FROM builder AS build-operator
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra operator
 COPY rlrun ./rlrun
 COPY operator ./operator
 COPY runtime ./runtime
-
-FROM builder AS build-operator
-RUN uv venv /opt/rlrun && uv pip install --no-cache --python /opt/rlrun/bin/python ".[operator]"
+RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[operator]"
 
 FROM builder AS build-runtime
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra runtime
+COPY rlrun ./rlrun
+COPY operator ./operator
+COPY runtime ./runtime
+RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[runtime]"
+
+FROM build-runtime AS build-vllm
 ARG VLLM_VERSION
-RUN uv venv /opt/rlrun && uv pip install --no-cache --python /opt/rlrun/bin/python ".[runtime]"
-RUN uv venv /opt/vllm \
- && uv pip install --no-cache --python /opt/vllm/bin/python "vllm==${VLLM_VERSION}" \
- && uv pip install --no-cache --python /opt/vllm/bin/python --no-deps . \
- && uv pip install --no-cache --python /opt/vllm/bin/python msgspec==0.22.0 pyzmq==27.3.0
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv venv /opt/vllm \
+ && uv pip install --python /opt/vllm/bin/python "vllm==${VLLM_VERSION}" msgspec==0.22.0 pyzmq==27.3.0 \
+ && uv pip install --no-cache --python /opt/vllm/bin/python --no-deps .
 
 # ---------------------------------------------------------------- operator image
 FROM ${PYTHON_BASE} AS operator
@@ -51,13 +67,21 @@ ENTRYPOINT ["/opt/rlrun/bin/rlrun", "operator"]
 # ---------------------------------------------------------------- runtime image
 FROM ${PYTHON_BASE} AS runtime
 LABEL org.opencontainers.image.title="rlrun-runtime" \
-      org.opencontainers.image.description="rlrun runtime: trainer, orchestrator, env-worker, inference"
+      org.opencontainers.image.description="rlrun runtime: trainer, orchestrator, env-worker, CPU inference"
 RUN groupadd --gid 1000 rlrun && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin rlrun \
  && mkdir -p /data && chown 1000:1000 /data
 COPY --from=build-runtime /opt/rlrun /opt/rlrun
-COPY --from=build-runtime /opt/vllm /opt/vllm
 ENV PATH=/opt/rlrun/bin:$PATH PYTHONUNBUFFERED=1 HF_HOME=/data/hf-cache
 USER 1000:1000
 WORKDIR /home/rlrun
 ENTRYPOINT ["/opt/rlrun/bin/rlrun"]
 CMD ["--help"]
+
+# ---------------------------------------------------------------- GPU inference image (spec.images.inference)
+FROM runtime AS inference
+LABEL org.opencontainers.image.title="rlrun-inference" \
+      org.opencontainers.image.description="rlrun GPU inference: vLLM with the rlrun extension"
+COPY --from=build-vllm /opt/vllm /opt/vllm
+# The operator runs `python -m rlrun.runtime.inference.vllm_server`: the vLLM venv's python comes first.
+ENV PATH=/opt/vllm/bin:$PATH
+USER 1000:1000

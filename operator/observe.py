@@ -58,6 +58,9 @@ class Children:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     failed_pods: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Component -> names of Failed pods (evicted included) of the component's current Job."""
+    pod_failures: dict[str, str] = field(default_factory=dict)
+    """Failed pod name -> how it ended: each container's exit reason and code and its termination message
+    (the tail of its log: containers set FallbackToLogsOnError), kept for Events before the pod is deleted."""
 
     def has(self, kind: str, name: str) -> bool:
         return (kind, name) in self.keys
@@ -87,6 +90,27 @@ def _job_state(obj: dict[str, Any], component: str) -> JobState:
     )
 
 
+TERMINATION_TAIL_CHARS = 1500
+
+
+def pod_failure(pod: dict[str, Any]) -> str:
+    """'<container>: exit <code> (<reason>): <message tail>' for each terminated container, else the pod's
+    own reason (an eviction has no container state)."""
+    status = pod.get("status") or {}
+    parts = []
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if not term or term.get("exitCode") == 0:
+            continue
+        text = f"{cs.get('name')}: exit {term.get('exitCode')} ({term.get('reason') or 'Error'})"
+        if message := (term.get("message") or "").strip():
+            text += ": " + message[-TERMINATION_TAIL_CHARS:]
+        parts.append(text)
+    if not parts:
+        parts.append(f"{status.get('reason') or 'Failed'}: {status.get('message') or 'no container state'}")
+    return "; ".join(parts)
+
+
 def observe(objects: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> Children:  # type: ignore[assignment]
     """Sort children (any kinds) and the run's pods; objects being deleted still count as present
     (recreating a name that is still terminating would fail with a conflict)."""
@@ -106,15 +130,18 @@ def observe(objects: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> C
             )
     current_uids = {job.uid: component for component, job in jobs.items() if not job.deleting}
     failed: dict[str, list[str]] = {}
+    failures: dict[str, str] = {}
     for pod in pods:
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
         for ref in pod["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Job" and ref.get("uid") in current_uids:
                 failed.setdefault(current_uids[ref["uid"]], []).append(pod["metadata"]["name"])
+                failures[pod["metadata"]["name"]] = pod_failure(pod)
     return Children(
         keys=frozenset(keys),
         jobs=jobs,
         deployments=deployments,
         failed_pods={c: tuple(sorted(names)) for c, names in failed.items()},
+        pod_failures=failures,
     )

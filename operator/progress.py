@@ -88,7 +88,7 @@ class ProgressStore:
         self._runs.pop(key, None)
 
 
-TokenLookup = Callable[[str, str], Awaitable[bytes | None]]
+TokenLookup = Callable[[str, str, bool], Awaitable[bytes | None]]  # (namespace, secret, re-read)
 Poke = Callable[[str, str], None]
 
 
@@ -110,9 +110,15 @@ def progress_app(
                 headers={"Connection": "close"},
             )
         auth = request.headers.get("Authorization", "")
-        token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
         given = auth.removeprefix("Bearer ").encode()
-        if token is None or not auth.startswith("Bearer ") or not hmac.compare_digest(given, token):
+        secret = f"{name}{PROGRESS_SECRET_SUFFIX}"
+
+        def valid(token: bytes | None) -> bool:
+            return token is not None and auth.startswith("Bearer ") and hmac.compare_digest(given, token)
+
+        # A run deleted and created again under the same name has a new Secret: a token that does not
+        # match the cached one is checked once more against the Secret as it is now.
+        if not valid(await token_of(ns, secret, False)) and not valid(await token_of(ns, secret, True)):
             return web.json_response(
                 {"error": f"bad or missing bearer token for rlrun {ns}/{name}"}, status=401
             )

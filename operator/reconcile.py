@@ -42,6 +42,7 @@ from rlrun.operator.status import (
     readiness,
     take_progress,
 )
+from rlrun.runtime.config import VOLUME_NOT_WRITABLE
 
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
@@ -168,7 +169,7 @@ def _group_failure(children: Children, group: str, attempt: int) -> str | None:
     if job is None or job.deleting or job.attempt != attempt or job.suspended:
         return None
     if pods := children.failed_pods.get(group):
-        return f"pod {pods[0]} failed"
+        return f"pod {pods[0]} failed: {children.pod_failures.get(pods[0], 'no detail')}"
     if job.failed_reason:
         return f"Job {job.name} failed: {job.failed_reason}"
     return None
@@ -212,6 +213,8 @@ def plan(
     ready = readiness(children)
     for component, cond in COMPONENT_CONDITIONS.items():
         ok, reason, message = ready[component]
+        if st.phase in TERMINAL and reason == "Missing":  # deleted by _release, not yet to come
+            reason, message = "Released", f"run {st.phase}: workload released"
         st.set_condition(cond, ok, reason, message, now)
     all_ready = all(ok for ok, _, _ in ready.values())
     if st.phase not in TERMINAL:
@@ -273,6 +276,9 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
     for group, cause in causes.items():
         if cause is None:
             continue
+        if VOLUME_NOT_WRITABLE in cause:  # no restart can fix the volume: say so now, spend none
+            _terminate(p, FAILED, VOLUME_NOT_WRITABLE, cause, now)
+            return
         decision = on_group_failure(settings.restart, _group(st, group), now, group, cause)
         if decision.action == "give_up":
             reason = (

@@ -89,9 +89,11 @@ class Reconciler:
         self._tokens: dict[Key, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def token_of(self, namespace: str, secret: str) -> bytes | None:
+    async def token_of(self, namespace: str, secret: str, refresh: bool = False) -> bytes | None:
+        """The run's progress token, cached; `refresh` re-reads the Secret (a recreated run has a new one)."""
         key = (namespace, secret)
-        if key not in self._tokens:
+        if refresh or key not in self._tokens:
+            self._tokens.pop(key, None)
             value = await asyncio.to_thread(self.kube.secret_value, namespace, secret, PROGRESS_TOKEN_KEY)
             if value is None:
                 return None

@@ -171,7 +171,7 @@ def component_counts(children: Children) -> dict[str, dict[str, int]]:
             counts[key] = {"ready": dep.ready, "desired": dep.desired}
         elif component in children.jobs:
             job = children.jobs[component]
-            desired = 0 if job.suspended else job.parallelism
+            desired = 0 if job.suspended or job.complete else job.parallelism
             counts[key] = {"ready": min(job.ready, desired), "desired": desired}
         else:
             counts[key] = {"ready": 0, "desired": 0}
@@ -193,6 +193,8 @@ def readiness(children: Children) -> dict[str, tuple[bool, str, str]]:
         elif job is not None:
             if job.suspended:
                 out[component] = (False, "Suspended", f"Job {job.name} is suspended")
+            elif job.complete:
+                out[component] = (False, "Completed", f"Job {job.name} completed (attempt {job.attempt})")
             else:
                 ok = job.ready >= job.parallelism > 0
                 reason = "AllPodsReady" if ok else "PodsNotReady"

@@ -29,6 +29,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 PIL_MAX_IMAGE_PIXELS = 178_956_970  # Pillow refuses larger images itself (2 x its MAX_IMAGE_PIXELS)
 CONFIG_ENV = "RLRUN_CONFIG"  # path of the JSON config file inside a pod
 PROGRESS_FILE = "progress.json"
+VOLUME_NOT_WRITABLE = "VolumeNotWritable"
+"""Prefix of a role's termination message when the run volume is not writable (runtime/volume.py); the
+operator fails the run with this reason instead of spending restarts on a volume no restart can fix."""
 
 
 def check_safe_id(value: str, what: str = "id") -> str:
@@ -172,6 +175,13 @@ class OrchestratorConfig(Section):
     seed: int = Field(0, ge=0, description="Seed for sampling prompts and initializing the tiny model.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
     max_tokens: int = Field(8, ge=1, description="Max completion tokens per rollout.")
+    startup_timeout_seconds: float = Field(
+        900.0,
+        ge=1,
+        le=86400,
+        description="How long the orchestrator waits at start for inference, then env-workers, to answer "
+        "/health (vLLM needs minutes); waiting is not a failure until this bound.",
+    )
 
     @model_validator(mode="after")
     def _divisible(self) -> OrchestratorConfig:

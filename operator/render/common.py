@@ -177,6 +177,9 @@ def container(
         c["envFrom"] = list(run.spec.env_from)
     c["resources"] = resources(spec_resources, gpus)
     c["volumeMounts"] = mounts
+    # A failed container's last log lines become its termination message, which the operator puts in
+    # the restart Event and status before the pod is deleted (no pods/log permission needed).
+    c["terminationMessagePolicy"] = "FallbackToLogsOnError"
     c["securityContext"] = CONTAINER_SECURITY
     return c
 

@@ -142,10 +142,12 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
 
 def main(argv: list[str] | None = None) -> int:
     from rlrun.runtime.config import RuntimeConfig
+    from rlrun.runtime.volume import ensure_writable
 
     args = settings_from(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = RuntimeConfig.load(args.config)
+    ensure_writable(config.run_dir)
     app = create_app(worker_factory(config, args.inference_urls))
     asyncio.run(serve(app, args.host, args.port, args.ready_file, "env-worker"))
     return 0

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,9 @@ from rlrun.runtime.config import Progress, RuntimeConfig
 from rlrun.runtime.orchestrator.loop import Orchestrator
 from rlrun.runtime.orchestrator.memory import release_memory
 from rlrun.runtime.orchestrator.progress import ProgressPublisher
+from rlrun.runtime.orchestrator.startup import wait_until_ready
 from rlrun.runtime.orchestrator.state import load_state
+from rlrun.runtime.volume import ensure_writable
 
 log = logging.getLogger("rlrun.orchestrator")
 ENV_WORKER_URLS_ENV = "RLRUN_ENV_WORKER_URLS"
@@ -80,6 +81,13 @@ async def serve(
             orchestrator = Orchestrator(
                 cfg, env_urls, inference_urls, client, publisher, sample_logger, state, _mm_encoder(cfg)
             )
+            # Bounded start-up wait, inference first: a slow server is not a failure (startup.py).
+            await wait_until_ready(
+                client,
+                [("inference", inference_urls), ("env-worker", env_urls)],
+                cfg.orchestrator.startup_timeout_seconds,
+                lambda m: publisher.publish(publisher.current.model_copy(update={"message": m})),
+            )
             await orchestrator.run()
     except BaseException as exc:
         failed = publisher.current.model_copy(
@@ -120,6 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s orchestrator %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the version poll would log 10 lines a second
     cfg = RuntimeConfig.load(args.config)
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    ensure_writable(cfg.run_dir)
     asyncio.run(serve(cfg, args.env_urls, args.inference_urls, args.status_port, args.attempt))
     return 0

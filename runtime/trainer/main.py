@@ -39,6 +39,7 @@ from rlrun.runtime.trainer.packing import distribute
 from rlrun.runtime.trainer.weights import export_weights, request_reload
 from rlrun.runtime.transport.failfast import FanOut, fail_together
 from rlrun.runtime.transport.handoff import read_batch
+from rlrun.runtime.volume import ensure_writable
 from rlrun.runtime.wire import MicroBatch
 
 log = logging.getLogger("rlrun.trainer")
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = RuntimeConfig.load(args.config)
+    ensure_writable(cfg.run_dir)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

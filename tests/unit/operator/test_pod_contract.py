@@ -227,7 +227,7 @@ def test_orchestrator_progress_push_reaches_the_operators_endpoint(monkeypatch, 
         store, poked = ProgressStore(), []
         store.newest((NAMESPACE, run), None, ATTEMPT)  # the run's current orchestrator attempt
 
-        async def token_of(ns: str, secret: str) -> bytes | None:
+        async def token_of(ns: str, secret: str, refresh: bool) -> bytes | None:
             return TOKEN.encode() if (ns, secret) == (NAMESPACE, f"{run}-progress") else None
 
         runner = web.AppRunner(progress_app(store, token_of, lambda ns, name: poked.append((ns, name))))

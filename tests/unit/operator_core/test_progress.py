@@ -35,7 +35,7 @@ def test_endpoint_checks_token_body_and_order_and_pokes_the_run():
     async def scenario():
         store, poked = ProgressStore(), []
 
-        async def token_of(ns, secret):
+        async def token_of(ns, secret, refresh):
             return b"s3cret" if (ns, secret) == ("ns", "run-a-progress") else None
 
         runner = web.AppRunner(progress_app(store, token_of, lambda ns, name: poked.append((ns, name))))

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
-FINAL_STAGES = ("operator", "runtime")
+FINAL_STAGES = ("operator", "runtime", "inference")
 
 
 def _stages() -> dict[str, list[tuple[str, str]]]:
@@ -44,8 +44,50 @@ def _base(stage: str) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: _args()[m.group(1)], base)
 
 
-def test_both_images_are_targets():
+def test_every_image_is_a_target_named_like_its_default():
+    """`spec.images` defaults and the chart's operator image each name the target that builds them."""
+    from rlrun.operator.api import ImagesSpec
+
     assert set(FINAL_STAGES) <= set(_stages())
+    images = ImagesSpec()
+    assert images.runtime.rsplit("/", 1)[1].split(":")[0] == "runtime"
+    assert images.inference.rsplit("/", 1)[1].split(":")[0] == "inference"
+    values = (REPO / "helm/rlrun/values.yaml").read_text()
+    assert "repository: ghcr.io/rlrun/rlrun-operator" in values
+
+
+def test_the_gpu_inference_command_finds_vllms_python_first():
+    """The operator starts GPU inference as `python -m rlrun.runtime.inference.vllm_server` in the
+    inference image: `python` must be the vLLM venv's, which has vllm (the runtime venv does not)."""
+    from rlrun.operator.api import RLRun
+    from rlrun.operator.render.inference import inference_command
+
+    run = RLRun.model_validate(
+        {"apiVersion": "rlrun.dev/v1alpha1", "kind": "RLRun", "metadata": {"name": "g"},
+         "spec": {"inference": {"gpusPerReplica": 1}, "trainer": {"gpusPerNode": 1}}}
+    )  # fmt: skip
+    image, command, _ = inference_command(run)
+    assert image == run.spec.images.inference and command[0] == "python"
+    path = [a for i, a in _stages()["inference"] if i == "ENV" and a.startswith("PATH=")][-1]
+    assert path.removeprefix("PATH=").split(":")[0] == "/opt/vllm/bin", path
+    assert _base("inference") == "runtime"
+
+
+def test_a_code_change_reinstalls_no_dependency():
+    """Third-party packages are installed from pyproject.toml alone, in a cache mount, BEFORE the sources
+    are copied; the project itself goes in afterwards with --no-deps."""
+    for stage in ("build-operator", "build-runtime"):
+        steps = _stages()[stage]
+        first_copy = next(n for n, (i, a) in enumerate(steps) if i == "COPY")
+        deps = [a for i, a in steps[:first_copy] if i == "RUN"]
+        assert any("-r pyproject.toml" in a and "--mount=type=cache" in a for a in deps), stage
+        after = [a for i, a in steps[first_copy:] if i == "RUN"]
+        assert after and all("--no-deps" in a for a in after), after
+    patterns = [ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and ln[0] != "#"]
+    assert patterns[0] == "*", "the build context must be an allow-list (never the multi-GB .venv)"
+    assert {p.strip("!/") for p in patterns if p.startswith("!")} == {
+        "pyproject.toml", "setup.py", "README.md", "rlrun", "operator", "runtime"
+    }  # fmt: skip
 
 
 def test_every_base_image_is_pinned_and_python_base_is_a_debian_release():
@@ -79,7 +121,8 @@ def test_final_stages_carry_no_build_tools():
 def test_entrypoints_exist():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     for name in FINAL_STAGES:
-        entry = next(a for i, a in reversed(_stages()[name]) if i == "ENTRYPOINT")
+        stage = name if any(i == "ENTRYPOINT" for i, _ in _stages()[name]) else _base(name)
+        entry = next(a for i, a in reversed(_stages()[stage]) if i == "ENTRYPOINT")
         exe = re.findall(r'"([^"]+)"', entry)[0]
         assert exe.startswith("/opt/rlrun/bin/"), exe
         assert Path(exe).name in scripts, f"{name}: {exe} is not a console script of the package"
