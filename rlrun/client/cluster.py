@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
 from rlrun.client.base import COMPONENTS, RunClient, Selector, selector_string
@@ -63,7 +64,13 @@ class Client(RunClient):
         watch_timeout: int = WATCH_SERVER_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
     ) -> None:
-        api = api_client or load_api_client(kubeconfig)
+        try:
+            api = api_client or load_api_client(kubeconfig)
+        except (config.ConfigException, OSError) as e:
+            raise Unavailable(
+                f"no Kubernetes credentials: {e}; pass a kubeconfig (--kubeconfig, $KUBECONFIG, "
+                "~/.kube/config) or run in a pod with a ServiceAccount"
+            ) from e
         self.namespace = namespace or default_namespace(kubeconfig)
         self.kube = KubeApi(api, self.namespace, request_timeout)
         self.watch_timeout, self.reconnect_timeout = watch_timeout, reconnect_timeout
