@@ -5,6 +5,8 @@
     rlrun render examples/color-codeword.yaml     # the Kubernetes children the operator would create
     rlrun crd                                     # the generated CustomResourceDefinition
     rlrun operator [--namespace NS]               # run the operator (kopf)
+    rlrun submit run.yaml --request-id ID --wait  # from a platform: submit, get, list, watch, wait,
+                                                  # logs, cancel, result (cluster, or --local DIR)
 
 Heavy imports (kopf, torch) happen inside each subcommand so `rlrun --help` stays instant and the
 operator image never needs torch.
@@ -40,8 +42,14 @@ def _version(_: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     import rlrun.cmd  # noqa: F401  (registers the other subcommands)
+    from rlrun.client.errors import exit_code_help
 
-    parser = argparse.ArgumentParser(prog="rlrun", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="rlrun",
+        description=__doc__.split("\n\n")[0],
+        epilog="exit codes (submit, get, list, watch, wait, logs, cancel, result):\n" + exit_code_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"rlrun {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, configure, fn) in _COMMANDS.items():

@@ -67,3 +67,14 @@ def test_runtime_roles_do_not_import_each_other():
             if role in ROLES and other != role and m.startswith(f"rlrun.runtime.{other}"):
                 bad.append((f, m))
     assert not bad, f"roles import each other: {bad}"
+
+
+def test_client_imports_no_runtime_but_its_config_and_no_ml_library():
+    """`rlrun.client` runs in a platform's process: the operator's rule (runtime.config only, no torch)."""
+    bad = [
+        (f, m)
+        for f, m in _imports("rlrun/client", "rlrun.client")
+        if (m.startswith("rlrun.runtime") and m != "rlrun.runtime.config")
+        or m.split(".")[0] in {"torch", "transformers"}
+    ]
+    assert not bad, f"rlrun.client imports the runtime or ML libraries: {bad}"
