@@ -6,12 +6,15 @@ env-workers never know which one they talk to:
     POST /v1/chat/completions  OpenAI request -> chat.completion + per-choice `token_ids` (completion ids,
                                stop token included), `logprobs.content[i].logprob`, top-level
                                `prompt_token_ids` and `rlrun_policy_version`
+    GET  /v1/models            OpenAI model list: the one served model (OpenAI-compatible tools read its id)
     POST /v1/load_weights      {"path": "<run_dir>/weights/step_<n>", "version": n} -> {"version": n}
     GET  /v1/version           {"version": n}
     GET  /health               200 once the model is loaded
 
 Images are `file://` URLs under the asset root only: the server reads the shared volume, and a URL
 anywhere else (or a data URL, or http) is a client bug that must fail loudly with a 400 naming it.
+Streaming (`"stream": true`) is refused with a 400 by the CPU engine: rollouts need each completion whole
+(token ids, logprobs, policy version), and an empty 200 stream would look like a model that said nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     seed: int | None = Field(None, ge=0)
     logprobs: bool = False
+    stream: bool = False
 
     @property
     def token_limit(self) -> int:
@@ -103,6 +107,20 @@ def check_weights_path(path: str, run_dir: Path) -> Path:
     if not (target / "model.safetensors").is_file():
         raise RequestError(f"weights path {target} has no model.safetensors")
     return target
+
+
+STREAM_REFUSED = (
+    "stream=true is not supported by this engine: request the whole completion (stream=false); rlrun "
+    "reads token ids, logprobs and the policy version of complete choices"
+)
+
+
+def model_list(model: str, created: int) -> dict[str, Any]:
+    """The OpenAI `GET /v1/models` answer for a server of one model (the shape vLLM serves)."""
+    return {
+        "object": "list",
+        "data": [{"id": model, "object": "model", "created": created, "owned_by": "rlrun"}],
+    }
 
 
 def completion_response(

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,14 @@ from aiohttp import web
 from rlrun.runtime.inference.batching import MicroBatcher
 from rlrun.runtime.inference.engine import Completion, Engine, GenerationRequest
 from rlrun.runtime.inference.protocol import (
+    STREAM_REFUSED,
     ChatCompletionRequest,
     LoadWeightsRequest,
     RequestError,
     check_image_urls,
     check_weights_path,
     completion_response,
+    model_list,
     parse,
 )
 from rlrun.runtime.models.chat import load_image_url, render_prompt
@@ -53,6 +56,7 @@ class ServerSettings:
 
 
 SETTINGS = web.AppKey("settings", ServerSettings)
+STARTED = web.AppKey("started", int)  # unix time the app was created: the model's `created`
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -80,6 +84,8 @@ async def chat_completions(request: web.Request) -> web.Response:
     app = request.app
     engine, settings = app[ENGINE], app[SETTINGS]
     body = parse(ChatCompletionRequest, await _json_body(request))
+    if body.stream:
+        raise RequestError(STREAM_REFUSED)
     check_image_urls(body.messages, settings.asset_root)
     try:
         prompt_ids, images = render_prompt(
@@ -104,6 +110,10 @@ async def chat_completions(request: web.Request) -> web.Response:
             with_logprobs=body.logprobs,
         )
     )
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response(model_list(request.app[SETTINGS].model_name, request.app[STARTED]))
 
 
 async def load_weights(request: web.Request) -> web.Response:
@@ -140,6 +150,7 @@ def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[ENGINE] = engine
     app[SETTINGS] = settings
+    app[STARTED] = int(time.time())
     app[BATCHER] = MicroBatcher(
         run_batch, rows=lambda r: r.n, window_s=settings.batch_window_s, max_rows=settings.max_batch_rows
     )
@@ -151,6 +162,7 @@ def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/load_weights", load_weights)
     app.router.add_get("/v1/version", version)
     app.router.add_get("/v1/stats", stats)
