@@ -67,6 +67,19 @@ class TrainingSample(msgspec.Struct, array_like=True, gc=False):
         return self.mm_refs is not None or self.mm_kwargs is not None
 
 
+class SampleStats(msgspec.Struct, kw_only=True):
+    """What the sample log records about a scored rollout besides its messages and reward.
+
+    These field names are the ONE place that names them: the orchestrator leaves exactly these keys on a
+    rollout when it strips its token arrays, and the sample parquet has exactly these columns (a writer
+    once read names the orchestrator never set, so every logged advantage and token count was null).
+    """
+
+    advantage: float | None = None
+    num_prompt_tokens: int | None = None
+    num_completion_tokens: int | None = None
+
+
 class TrainingBatch(msgspec.Struct, array_like=True, gc=False):
     """One training step's samples, written atomically by the orchestrator (rollouts/step_<n>/batch.msgpack)."""
 

@@ -108,13 +108,15 @@ def worker_factory(config: Any, inference_urls: list[str]) -> Callable[[httpx.As
         from transformers import AutoImageProcessor
 
         processor = AutoImageProcessor.from_pretrained(model)
-    images_dir = RunTree(config.asset_root, config.run_id).ensure().images_dir
+    tree = RunTree(config.asset_root, config.run_id).ensure()
+    mm = config.multimodal
     token_id = image_token_id(model)
 
     def make(client: httpx.AsyncClient) -> RolloutWorker:
         return RolloutWorker(
-            env, inference_urls, client, images_dir, processor, token_id,
+            env, inference_urls, client, tree.images_dir, processor, token_id,
             model_name=config.model.name, cpu_workers=config.env_workers.workers_per_replica,
+            source_roots=[tree.assets_dir, *map(Path, mm.dataset_roots)], max_image_pixels=mm.max_image_pixels,
         )  # fmt: skip
 
     return make

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from rlrun.runtime.assets import offload_images
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.envs.base import Environment, Example
 from rlrun.runtime.mm import describe_images, image_placeholders, image_uris
 
@@ -58,6 +59,8 @@ class RolloutWorker:
         image_token_id: int,
         model_name: str = "",
         cpu_workers: int = 1,
+        source_roots: Sequence[Path] = (),
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if not inference_urls:
             raise ValueError("env-worker needs at least one inference URL")
@@ -68,15 +71,23 @@ class RolloutWorker:
             image_token_id,
         )
         self.model_name = model_name
+        self.source_roots = tuple(source_roots)  # where an environment's file:// images may come from
+        self.max_image_pixels = max_image_pixels
         self._urls = itertools.cycle(list(inference_urls))
         self.executor = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="env")
 
     def prepare(self, example_index: int) -> Prepared:
         """Make the example and offload its images (CPU and disk work: runs on the worker threads)."""
         example = self.env.example(example_index)
-        result = offload_images(example.messages, self.images_dir)
+        result = offload_images(
+            example.messages,
+            self.images_dir,
+            source_roots=self.source_roots,
+            max_pixels=self.max_image_pixels,
+        )
         if result.errors:
-            raise RolloutError(f"image offload failed for {example.example_id}: {result.errors}")
+            detail = "; ".join(f"{e.where} ({e.url}): {e.reason}" for e in result.errors)
+            raise RolloutError(f"{example.example_id}: image(s) refused: {detail}")
         return Prepared(example, result.value, image_uris(result.value))
 
     def describe(self, prepared: Prepared, prompt_ids: list[int]) -> dict[str, Any] | None:
@@ -84,7 +95,12 @@ class RolloutWorker:
             return None
         placeholders = image_placeholders(prompt_ids, self.image_token_id)
         try:
-            descriptor = describe_images(self.image_processor, prepared.uris, placeholders=placeholders)
+            descriptor = describe_images(
+                self.image_processor,
+                prepared.uris,
+                placeholders=placeholders,
+                max_pixels=self.max_image_pixels,
+            )
         except ValueError as err:
             raise RolloutError(
                 f"{prepared.example.example_id}: inference rendered images inconsistently: {err}"

@@ -17,12 +17,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.inference.batching import MicroBatcher
 from rlrun.runtime.inference.engine import Completion, Engine, GenerationRequest
 from rlrun.runtime.inference.protocol import (
@@ -44,6 +47,7 @@ PORT_ENV = "RLRUN_PORT"
 
 ENGINE = web.AppKey("engine", Engine)
 BATCHER = web.AppKey("batcher", MicroBatcher)
+RENDERER = web.AppKey("renderer", ThreadPoolExecutor)  # one thread: the tokenizer is not re-entrant
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class ServerSettings:
     model_name: str
     batch_window_s: float = 0.005
     max_batch_rows: int = 256
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # multimodal.maxImagePixels
 
 
 SETTINGS = web.AppKey("settings", ServerSettings)
@@ -87,9 +92,10 @@ async def chat_completions(request: web.Request) -> web.Response:
     if body.stream:
         raise RequestError(STREAM_REFUSED)
     check_image_urls(body.messages, settings.asset_root)
-    try:
-        prompt_ids, images = render_prompt(
-            body.messages, engine.tokenizer, engine.image_processor, load_image_url
+    load = partial(load_image_url, root=settings.asset_root, max_pixels=settings.max_image_pixels)
+    try:  # decoding images is CPU work: off the event loop, so /health and other requests stay answered
+        prompt_ids, images = await asyncio.get_running_loop().run_in_executor(
+            app[RENDERER], render_prompt, body.messages, engine.tokenizer, engine.image_processor, load
         )
     except (ValueError, KeyError, TypeError, OSError) as err:
         raise RequestError(f"cannot render messages: {err}") from None
@@ -155,10 +161,13 @@ def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
         run_batch, rows=lambda r: r.n, window_s=settings.batch_window_s, max_rows=settings.max_batch_rows
     )
 
+    app[RENDERER] = ThreadPoolExecutor(1, thread_name_prefix="render")
+
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         app[BATCHER].start()
         yield
         await app[BATCHER].stop()
+        app[RENDERER].shutdown(wait=True, cancel_futures=True)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name=name,
         batch_window_s=args.batch_window_ms / 1000,
         max_batch_rows=args.max_batch_rows,
+        max_image_pixels=config.multimodal.max_image_pixels,
     )
     asyncio.run(serve(create_app(engine, settings), args.host, args.port, args.ready_file, "inference"))
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rlrun.runtime.assets import content_hash
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.mm.images import ImageSource, image_size, read_source
 from rlrun.runtime.mm.processor import Geometry
 from rlrun.runtime.wire import MMRefs
@@ -167,10 +168,12 @@ def describe_images(
     *,
     placeholders: Sequence[Sequence[int]] | None = None,
     root: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
     """The descriptor of `images` (file:// URIs, data URLs, bytes or PIL images), in order, without pixels.
 
-    Grids come from the image header and the processor settings, so nothing is decoded. `placeholders`
+    Grids come from the image header (EXIF orientation applied) and the processor settings, so nothing is
+    decoded; a non-image or an image over `max_pixels` raises `ImageRejected` (a ValueError). `placeholders`
     ([offset, length] per image, e.g. from `image_placeholders`) are checked against the grids.
     """
     geometry = Geometry.of(processor)
@@ -178,7 +181,7 @@ def describe_images(
     for source in images:
         data = read_source(source, root)
         hashes.append(content_hash(data))
-        items.append({"image_grid_thw": [list(geometry.grid(*image_size(data)))]})
+        items.append({"image_grid_thw": [list(geometry.grid(*image_size(data, max_pixels)))]})
     descriptor: dict[str, Any] = {"mm_hashes": {MODALITY: hashes}, "mm_items": {MODALITY: items}}
     if placeholders is not None:
         spans = [[int(o), int(n)] for o, n in placeholders]

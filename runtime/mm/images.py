@@ -3,16 +3,20 @@
 Identity is the content hash of the *encoded* bytes (the same 16 hex chars that name the file under
 `assets/images`): hashing ~100 KB of JPEG costs microseconds, while hashing decoded pixels would need a
 decode first. A PIL image is identified by its PNG encoding, which is also how `offload_images` stores it.
+Decoding goes through `rlrun.runtime.imagedecode`, the decoder inference uses too, so the trainer's
+pixels are the ones the policy sampled from.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from PIL import Image
 
-from rlrun.runtime.assets import encode_pil, parse_data_url, resolve_inside, uri_to_path
+from rlrun.runtime.assets import encode_pil, parse_data_url
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
+from rlrun.runtime.fileurl import read_confined, uri_to_path
+from rlrun.runtime.imagedecode import decode_rgb, probe
 
 ImageSource = str | bytes | Image.Image
 
@@ -30,19 +34,18 @@ def read_source(source: ImageSource, root: Path | None = None) -> bytes:
     if source.startswith("data:"):
         return parse_data_url(source)[1]
     if source.startswith("file:"):
-        path = resolve_inside(root, source) if root is not None else uri_to_path(source)
-        return path.read_bytes()
+        return read_confined([root], source) if root is not None else uri_to_path(source).read_bytes()
     raise ValueError(f"unsupported image source {source[:120]!r}: expected a file:// URI or a data:image URL")
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding the pixels."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
+def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, from the image header, without decoding the pixels.
+
+    Raises `ImageRejected` (a ValueError) for non-images and images over `max_pixels`.
+    """
+    return probe(data, max_pixels).size
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decode encoded image bytes fully (so the buffer can be released)."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode encoded image bytes fully into the canonical RGB image (`imagedecode.decode_rgb`)."""
+    return decode_rgb(data, max_pixels)

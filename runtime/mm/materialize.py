@@ -15,6 +15,7 @@ Safety rules:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,11 +28,13 @@ import numpy as np
 import torch
 
 from rlrun.runtime.assets import PathEscapeError, content_hash
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS, MultimodalConfig
 from rlrun.runtime.mm.descriptors import ImageSlot, image_slots
 from rlrun.runtime.mm.images import decode, read_source
 from rlrun.runtime.mm.processor import Geometry, process_image
 from rlrun.runtime.wire import EncodedTensor, MMRefs
 
+log = logging.getLogger(__name__)
 MissingPolicy = Literal["error", "drop"]
 MM_KEYS = ("pixel_values", "image_grid_thw")
 
@@ -110,7 +113,8 @@ class _Processed:
 class Materializer:
     """Turns `MMRefs` into model inputs with the model's image processor, `concurrency` images at a time.
 
-    `root`, when given (the run directory), confines every `file://` URI to it. Thread-safe; use one per
+    `root`, when given (the run directory), confines every `file://` URI to it; an image over `max_pixels`
+    fails like an unreadable one, naming its URI and hash (never a decompression bomb). Thread-safe; use one per
     process and `close()` it (or use it as a context manager) to stop its worker threads.
     """
 
@@ -120,6 +124,7 @@ class Materializer:
         concurrency: int = 4,
         missing_policy: MissingPolicy = "error",
         root: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -130,9 +135,36 @@ class Materializer:
         self.concurrency = concurrency
         self.missing_policy = missing_policy
         self.root = Path(root).resolve() if root is not None else None
+        self.max_pixels = max_pixels
         self.stats = MaterializeStats()
         self._stats_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="mm-materialize")
+
+    @classmethod
+    def from_config(
+        cls, mm: MultimodalConfig, processor: Any, root: str | Path | None = None
+    ) -> Materializer:
+        """The materializer every role builds from `multimodal` (concurrency, missing policy, pixel limit)."""
+        return cls(
+            processor,
+            mm.materialize_concurrency,
+            mm.missing_image_policy,
+            root=root,
+            max_pixels=mm.max_image_pixels,
+        )
+
+    def encode(self, refs: MMRefs) -> dict[str, EncodedTensor] | None:
+        """Pixels for the wire (the non-deferred path), or None when policy "drop" dropped an image slot.
+
+        Encoded pixels cannot tell the trainer which rows lost their image, so the caller drops the whole
+        sample (it trains nothing, as "drop" promises); the dropped images are logged by hash and reason.
+        """
+        images = self.materialize(refs)
+        if images.failures:
+            detail = "; ".join(f"image {f.hash} (slot {f.slot}): {f.reason}" for f in images.failures[:4])
+            log.warning("dropping a sample (missingImagePolicy drop): %s", detail)
+            return None
+        return encode_mm_kwargs(images)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -231,7 +263,7 @@ class Materializer:
                     return  # another URI carries the same image: decode it once
                 claimed.add(image_hash)
             try:
-                pixels, grid = process_image(self.processor, decode(data))
+                pixels, grid = process_image(self.processor, decode(data, self.max_pixels))
             except Exception as err:  # a corrupt file must name itself, whatever PIL raises
                 with lock:
                     problems[uri] = f"hash {image_hash} cannot be decoded ({type(err).__name__}: {err})"

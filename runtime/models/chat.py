@@ -9,13 +9,16 @@ no prior to keep).
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from rlrun.runtime.assets import parse_data_url
+from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
+from rlrun.runtime.fileurl import read_confined, uri_to_path
+from rlrun.runtime.imagedecode import decode_rgb
 from rlrun.runtime.mm import Geometry
 from rlrun.runtime.mm import image_token_count as mm_image_token_count
 
@@ -28,15 +31,19 @@ def image_token_count(image_processor: Any, image: Image.Image) -> int:
     return mm_image_token_count(geometry.grid(image.width, image.height), geometry.merge_size)
 
 
-def load_image_url(url: str) -> Image.Image:
-    """Open a `file://` or `data:image/...;base64,` URL as RGB (servers check the path first)."""
-    if url.startswith("file://"):
-        with Image.open(url.removeprefix("file://")) as img:
-            return img.convert("RGB")
-    if url.startswith("data:image/") and ";base64," in url:
-        raw = base64.b64decode(url.split(",", 1)[1], validate=True)
-        with Image.open(io.BytesIO(raw)) as img:
-            return img.convert("RGB")
+def load_image_url(
+    url: str, root: Path | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Image.Image:
+    """Open a `file://` or `data:image/...;base64,` URL as the canonical RGB image (`decode_rgb`, which the
+    trainer's materializer uses too). `root`, when given, confines `file://` URLs to it (symlinks followed).
+
+    Raises ValueError (`ImageRejected` for non-images and images over `max_pixels`) or OSError.
+    """
+    if url.startswith("file:"):
+        data = read_confined([root], url) if root is not None else uri_to_path(url).read_bytes()
+        return decode_rgb(data, max_pixels)
+    if url.startswith("data:image/"):
+        return decode_rgb(parse_data_url(url)[1], max_pixels)
     raise ValueError(f"unsupported image URL {url[:80]!r}: expected file:// or data:image/...;base64,")
 
 

@@ -110,14 +110,19 @@ class Orchestrator:
         return [rollout for group in results for rollout in group]
 
     def to_samples(self, rollouts: list[dict[str, Any]]) -> tuple[list[TrainingSample], int]:
+        """The step's training samples; each rollout keeps only what sample logging records."""
         advantages, keep = score_groups([r["reward"] for r in rollouts], self.cfg.orchestrator.group_size)
         samples = []
         for rollout, advantage, kept in zip(rollouts, advantages, keep, strict=True):
-            if not kept:
+            sample = to_training_sample(rollout, advantage) if kept else None
+            strip_token_arrays(rollout, advantage)
+            if sample is None:
                 continue
-            sample = to_training_sample(rollout, advantage)
             if self.mm_encoder is not None and sample.mm_refs is not None:
-                sample.mm_kwargs, sample.mm_refs = self.mm_encoder(sample.mm_refs), None
+                encoded = self.mm_encoder(sample.mm_refs)
+                if encoded is None:  # missingImagePolicy "drop": an image is gone, the sample trains nothing
+                    continue
+                sample.mm_kwargs, sample.mm_refs = encoded, None
             samples.append(sample)
         return samples, len(rollouts) - len(samples)
 
@@ -132,8 +137,6 @@ class Orchestrator:
         write_batch(self.run_dir / "rollouts", TrainingBatch(step=step, samples=samples))
         rewards = [float(r["reward"]) for r in rollouts]
         lag = policy_lag(step, rollouts)
-        for rollout in rollouts:
-            strip_token_arrays(rollout)
         del samples
         t_write = time.perf_counter()
         await self.sample_logger.log_step(step, rollouts)

@@ -37,18 +37,15 @@ def _urls(flag: list[str] | None, environ: Mapping[str, str], env: str) -> list[
 
 
 def _mm_encoder(cfg: RuntimeConfig) -> Any:
-    """The non-deferred path: the orchestrator materializes pixels itself and ships encoded tensors."""
+    """The non-deferred path: the orchestrator materializes pixels itself and ships encoded tensors
+    (None for a sample whose image was dropped under missingImagePolicy "drop": the sample is dropped)."""
     if cfg.multimodal.defer_materialization:
         return None
-    from rlrun.runtime.mm import Materializer, encode_mm_kwargs, load_image_processor
+    from rlrun.runtime.mm import Materializer, load_image_processor
     from rlrun.runtime.models.tiny import resolve_model
 
-    mm = cfg.multimodal
     path = resolve_model(cfg.model.name, cfg.run_dir, seed=cfg.orchestrator.seed)
-    materializer = Materializer(
-        load_image_processor(path), mm.materialize_concurrency, mm.missing_image_policy
-    )
-    return lambda refs: encode_mm_kwargs(materializer.materialize(refs))
+    return Materializer.from_config(cfg.multimodal, load_image_processor(path), root=cfg.run_dir).encode
 
 
 async def serve(

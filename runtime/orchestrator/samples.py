@@ -1,8 +1,8 @@
 """Rollouts (env-worker JSON) -> wire `TrainingSample`s, and the prompt-array strip.
 
 A rollout's token lists are boxed Python ints (~36 bytes each); once packed into int32 bytes the lists
-are dead weight that a buffered step would keep alive, so they are replaced by their counts
-(SEED-SPEC §12: the prompt-array strip that kept a 128 GB orchestrator from overflowing).
+are dead weight that a buffered step would keep alive, so they are replaced by their counts and the
+advantage, the `SampleStats` the sample log records (SEED-SPEC §12: the prompt-array strip that kept a 128 GB orchestrator from overflowing).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlrun.runtime.wire import MMRefs, TrainingSample, pack_floats, pack_ints
+import msgspec
+
+from rlrun.runtime.wire import MMRefs, SampleStats, TrainingSample, pack_floats, pack_ints
 
 
 def to_training_sample(rollout: Mapping[str, Any], advantage: float) -> TrainingSample:
@@ -36,15 +38,20 @@ def to_training_sample(rollout: Mapping[str, Any], advantage: float) -> Training
     )
 
 
-def strip_token_arrays(rollout: dict[str, Any]) -> dict[str, Any]:
-    """Replace the rollout's token/logprob lists by their counts, in place; returns the rollout.
+def strip_token_arrays(rollout: dict[str, Any], advantage: float) -> dict[str, Any]:
+    """Replace the rollout's token/logprob lists by its `SampleStats` (counts and advantage), in place.
 
-    Messages, completion text, reward and refs stay: sample logging needs them.
+    Messages, completion text, reward and refs stay: sample logging needs them. Returns the rollout.
     """
-    for key in ("prompt_ids", "completion_ids", "completion_logprobs"):
-        values = rollout.pop(key, None)
-        if values is not None:
-            rollout[f"num_{key}"] = len(values)
+    prompt = rollout.pop("prompt_ids", None)
+    completion = rollout.pop("completion_ids", None)
+    rollout.pop("completion_logprobs", None)
+    stats = SampleStats(
+        advantage=float(advantage),
+        num_prompt_tokens=None if prompt is None else len(prompt),
+        num_completion_tokens=None if completion is None else len(completion),
+    )
+    rollout.update(msgspec.structs.asdict(stats))
     return rollout
 
 

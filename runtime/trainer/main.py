@@ -202,9 +202,7 @@ def _materializer(cfg: RuntimeConfig, model_path: Path | str) -> Any:
     """One per rank, built whatever the flag: the kwargs path still needs its geometry for the checks."""
     from rlrun.runtime.mm import Materializer, load_image_processor
 
-    mm = cfg.multimodal
-    processor = load_image_processor(model_path)
-    return Materializer(processor, mm.materialize_concurrency, mm.missing_image_policy, root=cfg.run_dir)
+    return Materializer.from_config(cfg.multimodal, load_image_processor(model_path), root=cfg.run_dir)
 
 
 def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:

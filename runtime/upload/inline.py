@@ -4,8 +4,10 @@ Rollouts carry images as absolute `file://` URIs into the run's asset tree (the 
 base64 past the env-worker). A sample viewer outside the cluster cannot read that volume, so the sample
 logger turns each reference back into a `data:<media type>;base64,...` URL, within limits:
 
-* only files inside the asset root are read (a rollout is untrusted input: `file:///etc/shadow`, `..`
-  segments and symlinks out of the tree are refused);
+* only regular files inside the asset root are read, through the one `file://` parser and the confined
+  reader of `rlrun.runtime.fileurl` (a rollout is untrusted input: `file:///etc/shadow`, `..` segments,
+  other hosts and symlinks out of the tree are refused), and only bytes whose header is an image
+  (`imagedecode.probe`) are inlined, under the media type of their real format;
 * files over the cap stay references, marked with the reason, so one huge screenshot cannot blow up the
   parquet or the orchestrator's memory;
 * unreadable or missing files (for example swept by a TTL) are skipped with a warning, never an error;
@@ -17,17 +19,18 @@ from __future__ import annotations
 
 import base64
 import logging
-import mimetypes
-import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+from rlrun.runtime.fileurl import FileTooLarge, PathEscapeError, read_confined
+from rlrun.runtime.imagedecode import ImageRejected, probe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INLINE_BYTES = 2 * 1024 * 1024
+_MEDIA_SUBTYPES = {"JPEG": "jpeg", "MPO": "jpeg"}  # Pillow format -> image/<subtype>, where they differ
 NOT_INLINED_KEY = "not_inlined"
 """Added to an `image_url` dict whose file was not inlined; the value says why (too large, missing, ...)."""
 
@@ -44,32 +47,31 @@ InlineCache = MutableMapping[str, "str | Skipped"]
 
 def local_image_to_data_url(url: str, asset_root: Path, max_bytes: int) -> str | Skipped:
     """Resolve one URL: a `data:` URL for a readable image file under `asset_root`, else why not."""
-    parsed = urlparse(url)
-    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+    if not url.startswith("file:"):
         return Skipped(None)
-    raw_path = unquote(parsed.path)
-    media_type, _ = mimetypes.guess_type(raw_path)
-    if not media_type or not media_type.startswith("image/"):
-        return Skipped(f"not an image type: {raw_path}")
     try:
-        path = Path(raw_path).resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        log.warning("sample image %s not inlined: %s", raw_path, exc.strerror or exc)
-        return Skipped("missing")
-    if not path.is_relative_to(asset_root.resolve()):
-        log.warning("sample image %s not inlined: outside the asset root %s", raw_path, asset_root)
+        data = read_confined([asset_root], url, max_bytes=max_bytes)
+    except PathEscapeError as exc:
+        log.warning("sample image %s not inlined: outside the asset root %s (%s)", url[:200], asset_root, exc)
         return Skipped("outside asset root")
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                return Skipped(f"{size} bytes > cap {max_bytes}")
-            data = f.read(max_bytes + 1)  # bounded even if the file grows after fstat
+    except ValueError as exc:  # another host, a relative path
+        log.warning("sample image %s not inlined: %s", url[:200], exc)
+        return Skipped("not a local file URL")
+    except FileNotFoundError:
+        log.warning("sample image %s not inlined: missing", url[:200])
+        return Skipped("missing")
+    except FileTooLarge as exc:
+        return Skipped(f"{exc.size} bytes > cap {max_bytes}")
     except OSError as exc:
-        log.warning("sample image %s not inlined: %s", raw_path, exc.strerror or exc)
+        log.warning("sample image %s not inlined: %s", url[:200], exc.strerror or exc)
         return Skipped("unreadable")
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # the file grew after the size check
         return Skipped(f"{len(data)}+ bytes > cap {max_bytes}")
+    try:
+        info = probe(data)
+    except ImageRejected as exc:
+        return Skipped(f"not an image: {exc}")
+    media_type = f"image/{_MEDIA_SUBTYPES.get(info.format, info.format.lower())}"
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 

@@ -24,10 +24,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlrun.runtime.upload.inline import DEFAULT_MAX_INLINE_BYTES, inline_local_images
+from rlrun.runtime.wire import SampleStats
 
 log = logging.getLogger(__name__)
 
 Compression = Literal["zstd", "snappy", "none"]
+_STATS_TYPES = {
+    "advantage": pa.float64(),
+    "num_prompt_tokens": pa.int64(),
+    "num_completion_tokens": pa.int64(),
+}
+"""Arrow types of the `SampleStats` columns (the struct names them; a field added there without a type
+here fails at import)."""
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -37,9 +45,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("prompt", pa.large_string()),  # JSON chat messages, images as data: URLs where inlined
         ("completion", pa.large_string()),  # the text, or JSON when the completion is structured
         ("reward", pa.float64()),
-        ("advantage", pa.float64()),
-        ("num_prompt_tokens", pa.int64()),
-        ("num_completion_tokens", pa.int64()),
+        *((name, _STATS_TYPES[name]) for name in SampleStats.__struct_fields__),
     ]
 )
 DICTIONARY_COLUMNS = ["example_id", "env"]
@@ -49,7 +55,10 @@ TEMP_PREFIX = ".samples_step"  # hidden; SampleLogger sweeps leftovers of a kill
 
 
 def sample_row(step: int, rollout: Mapping[str, Any]) -> dict[str, Any]:
-    """One parquet row from one rollout (pure); chat messages and structured completions become JSON."""
+    """One parquet row from one rollout (pure); chat messages and structured completions become JSON.
+
+    The `SampleStats` columns are read under the names the orchestrator sets (`strip_token_arrays`).
+    """
     completion = rollout["completion"]
     if not isinstance(completion, str):
         completion = _json(completion)
@@ -60,9 +69,7 @@ def sample_row(step: int, rollout: Mapping[str, Any]) -> dict[str, Any]:
         "prompt": _json(rollout["prompt"]),
         "completion": completion,
         "reward": rollout.get("reward"),
-        "advantage": rollout.get("advantage"),
-        "num_prompt_tokens": rollout.get("num_prompt_tokens"),
-        "num_completion_tokens": rollout.get("num_completion_tokens"),
+        **{name: rollout.get(name) for name in SampleStats.__struct_fields__},
     }
 
 

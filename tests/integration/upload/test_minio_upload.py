@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
+from PIL import Image
 from prometheus_client import REGISTRY
 from upload_s3_helpers import (
     ACCESS_KEY,
@@ -163,15 +164,22 @@ def test_server_down_error_surfaced_temp_gone_next_step_goes_on(minio: MinioServ
     assert pq.read_table(io.BytesIO(_stored(minio, "samples/run_down/step_2.parquet"))).num_rows == 1
 
 
+def _encoded(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
 def test_sample_logger_inlines_images_keeps_input_and_leaks_no_secret(
     minio: MinioServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     asset_root = tmp_path / "outputs"
     images = asset_root / "run_s" / "assets" / "images"
     images.mkdir(parents=True)
-    (images / "small.png").write_bytes(b"\x89PNG" + b"\x01" * 100)
-    (images / "at_cap.jpg").write_bytes(b"\xff\xd8" + b"\x02" * (CAP - 2))
-    (images / "big.png").write_bytes(b"\x89PNG" + b"\x03" * (CAP - 3))
+    png, jpeg = _encoded("PNG"), _encoded("JPEG")  # only real images are inlined
+    (images / "small.png").write_bytes(png)
+    (images / "at_cap.jpg").write_bytes(jpeg + b"\x02" * (CAP - len(jpeg)))
+    (images / "big.png").write_bytes(png + b"\x03" * (CAP + 1 - len(png)))
     names = ["small.png", "at_cap.jpg", "big.png", "missing.png"]
     parts = [{"type": "image_url", "image_url": {"url": (images / n).as_uri()}} for n in names]
     rollouts = [

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlrun.runtime.assets import PathEscapeError, uri_to_path
+from rlrun.runtime.config import MultimodalConfig
 from rlrun.runtime.mm import (
     Materializer,
     MissingImageError,
@@ -183,3 +184,18 @@ def test_bad_settings_are_refused(processor) -> None:  # type: ignore[no-untyped
         Materializer(processor, concurrency=0)
     with pytest.raises(ValueError, match="missing_policy"):
         Materializer(processor, missing_policy="ignore")  # type: ignore[arg-type]
+
+
+def test_the_configured_pixel_limit_fails_or_drops_the_image_by_name(processor, tree, kit) -> None:  # type: ignore[no-untyped-def]
+    small, big = kit.stored_uri(tree, kit.make_image(1, (30, 30))), kit.stored_uri(tree, kit.make_image(2))
+    refs = refs_for(processor, [small, big])
+    mm = MultimodalConfig(maxImagePixels=30 * 30)
+    with (
+        Materializer.from_config(mm, processor, root=tree.run_dir) as materializer,
+        pytest.raises(MissingImageError, match=r"slot 1\).*64x64 = 4096 pixels exceeds the limit of 900"),
+    ):
+        materializer.materialize(refs)
+    drop = mm.model_copy(update={"missing_image_policy": "drop"})
+    with Materializer.from_config(drop, processor, root=tree.run_dir) as materializer:
+        out = materializer.materialize(refs)
+    assert [f.slot for f in out.failures] == [1] and "exceeds the limit" in out.failures[0].reason

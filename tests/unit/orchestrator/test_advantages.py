@@ -66,9 +66,11 @@ def test_training_sample_rejects_misaligned_logprobs():
 
 
 def test_strip_keeps_counts_and_what_sample_logging_needs():
-    rollout = strip_token_arrays(_rollout())
+    rollout = strip_token_arrays(_rollout(), advantage=-0.5)
     assert "prompt_ids" not in rollout and "completion_ids" not in rollout
-    assert rollout["num_prompt_ids"] == 3 and rollout["num_completion_ids"] == 2
+    assert "completion_logprobs" not in rollout
+    assert rollout["num_prompt_tokens"] == 3 and rollout["num_completion_tokens"] == 2
+    assert rollout["advantage"] == -0.5
     assert rollout["prompt"] and rollout["completion"] == "x" and rollout["mm"]["uris"]
 
 

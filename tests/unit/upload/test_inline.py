@@ -45,8 +45,8 @@ def test_input_is_never_mutated(asset_root: Path) -> None:
 
 def test_cap_is_inclusive_and_larger_stays_marked_reference(asset_root: Path) -> None:
     images = asset_root / "run_t" / "assets" / "images"
-    (images / "at_cap.png").write_bytes(b"\x00" * CAP)
-    (images / "over_cap.png").write_bytes(b"\x00" * (CAP + 1))
+    (images / "at_cap.png").write_bytes(PNG + b"\x00" * (CAP - len(PNG)))
+    (images / "over_cap.png").write_bytes(PNG + b"\x00" * (CAP + 1 - len(PNG)))
     src = rollout("e1", [images / "at_cap.png", images / "over_cap.png"])
     out = inline_local_images(src, asset_root, CAP)
     at_cap, over_cap = (part["image_url"] for part in out["prompt"][0]["content"][:2])
@@ -64,7 +64,7 @@ def test_missing_file_is_skipped_with_warning(asset_root: Path, caplog: pytest.L
     assert "swept.png" in caplog.text
 
 
-@pytest.mark.parametrize("escape", ["outside", "dotdot", "symlink"])
+@pytest.mark.parametrize("escape", ["outside", "dotdot", "percent-dotdot", "symlink", "dir-symlink"])
 def test_files_outside_asset_root_are_never_read(asset_root: Path, tmp_path: Path, escape: str) -> None:
     secret = tmp_path / "secret.png"
     secret.write_bytes(PNG)
@@ -72,6 +72,11 @@ def test_files_outside_asset_root_are_never_read(asset_root: Path, tmp_path: Pat
         url = secret.as_uri()
     elif escape == "dotdot":
         url = f"file://{asset_root}/run_t/../../secret.png"
+    elif escape == "percent-dotdot":
+        url = f"file://{asset_root}/run_t/%2e%2e/%2E%2E/secret.png"
+    elif escape == "dir-symlink":
+        (asset_root / "run_t" / "assets" / "images" / "sub").symlink_to(tmp_path, target_is_directory=True)
+        url = (asset_root / "run_t" / "assets" / "images" / "sub" / "secret.png").as_uri()
     else:
         link = asset_root / "run_t" / "assets" / "images" / "link.png"
         link.symlink_to(secret)
@@ -94,12 +99,14 @@ def test_other_schemes_and_non_images_are_left_alone(asset_root: Path) -> None:
     parts = [
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-        {"type": "image_url", "image_url": {"url": "file://otherhost/a.png"}},
     ]
     out = inline_local_images({"prompt": parts}, asset_root, CAP)
     assert out == {"prompt": parts}
+    other_host = inline_local_images({"image_url": {"url": "file://otherhost/a.png"}}, asset_root, CAP)
+    assert other_host["image_url"][NOT_INLINED_KEY] == "not a local file URL"
     txt = inline_local_images({"image_url": {"url": text_file.as_uri()}}, asset_root, CAP)
     assert txt["image_url"]["url"] == text_file.as_uri()
+    assert txt["image_url"][NOT_INLINED_KEY].startswith("not an image")
 
 
 def test_each_file_is_read_once_per_cache(asset_root: Path) -> None:
