@@ -116,7 +116,17 @@ class TransportConfig(Section):
     )
     publish_grace_ms: int = Field(1000, ge=0, description="Pause after READY before step 0 (slow joiners).")
     pack_watchdog_seconds: float = Field(
-        1800.0, ge=1, description="Packing longer than this kills the master (liveness of a wedged master)."
+        1800.0,
+        ge=1,
+        description="A master whose packing makes no progress for this long exits (liveness of a wedged "
+        "master); waiting for the orchestrator's batch is progress. Ranks fail when the master is silent "
+        "this long.",
+    )
+    collective_timeout_seconds: float = Field(
+        600.0,
+        ge=1,
+        description="Bound on every trainer collective and barrier: a hung rank fails the group after "
+        "this long. Must exceed the slowest checkpoint save and weight export plus reload.",
     )
 
 
@@ -138,6 +148,25 @@ class SampleUploadConfig(Section):
         2 * 1024 * 1024, ge=0, description="Images larger than this stay file refs in the logged samples."
     )
     every_n_steps: int = Field(1, ge=1, description="Log samples every N steps.")
+    upload_deadline_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Total time one file's upload may take, retries included; then it is "
+        "kept on the volume and retried later.",
+    )
+    queue_size: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Uploads waiting at most; a step that finds the queue full is kept "
+        "on the volume for a later retry (counted), never waited for.",
+    )
+    max_pending_files: int = Field(
+        100,
+        ge=1,
+        description="Failed or skipped uploads kept on the volume for retry; past it the oldest "
+        "is deleted and counted.",
+    )
 
     @model_validator(mode="after")
     def _target_when_enabled(self) -> SampleUploadConfig:
@@ -264,7 +293,7 @@ class Progress(Section):
         None, ge=0, description="Steps between rollout weights and trainer weights."
     )
     step_seconds: float | None = Field(None, ge=0, description="Duration of the last step.")
-    state: Literal["starting", "running", "succeeded", "failed"] = "running"
+    state: Literal["starting", "running", "succeeded", "failed", "interrupted"] = "running"
     message: str = ""
     updated_at: Annotated[datetime, Field(default_factory=lambda: datetime.now(UTC))]
 

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,14 @@ import torch
 import torch.distributed as dist
 
 from rlrun.runtime.config import RuntimeConfig
+from rlrun.runtime.lifetime import die_with_parent
 from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
-from rlrun.runtime.trainer.checkpoint import latest_complete, load_checkpoint, save_checkpoint
+from rlrun.runtime.trainer.checkpoint import (
+    complete_steps,
+    latest_complete,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rlrun.runtime.trainer.loss import policy_loss, token_logprobs
 from rlrun.runtime.trainer.model import (
     full_model_state,
@@ -38,7 +45,7 @@ from rlrun.runtime.trainer.model import (
 from rlrun.runtime.trainer.packing import distribute
 from rlrun.runtime.trainer.weights import export_weights, request_reload
 from rlrun.runtime.transport.failfast import FanOut, fail_together
-from rlrun.runtime.transport.handoff import read_batch
+from rlrun.runtime.transport.handoff import prune_batches, read_batch
 from rlrun.runtime.volume import ensure_writable
 from rlrun.runtime.wire import MicroBatch
 
@@ -100,7 +107,9 @@ class Trainer:
             self.materializer.close()
 
     def _pack(self, step: int) -> list[list[MicroBatch]]:
-        batch = read_batch(self.rollouts_dir, step, poll_seconds=BATCH_POLL_SECONDS)
+        batch = read_batch(
+            self.rollouts_dir, step, poll_seconds=BATCH_POLL_SECONDS, on_wait=self.fanout.heartbeat
+        )
         return distribute(batch.samples, self.cfg.trainer.micro_batch_size, self.world)
 
     def train_step(self, step: int) -> None:
@@ -131,6 +140,8 @@ class Trainer:
             state = full_state(self.model, self.optimizer)
             if self.rank == 0:
                 save_checkpoint(self.ckpt_dir, version, state)
+                # Batches before the oldest kept checkpoint are consumed and no resume reads them again.
+                prune_batches(self.rollouts_dir, before=complete_steps(self.ckpt_dir)[0])
             dist.barrier()
         self._log_metrics(step, mbs, stats, grad_norm, t0, t_wait, t_load, t_train)
 
@@ -224,13 +235,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s trainer[%(process)d] %(levelname)s %(message)s"
     )
+    die_with_parent(os.getppid())  # torchrun killed outright (SIGKILL) must not leave its ranks running
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = RuntimeConfig.load(args.config)
     ensure_writable(cfg.run_dir)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    # Every collective and barrier is bounded: a hung (stopped, wedged) rank fails the group within it.
+    timeout = timedelta(seconds=cfg.transport.collective_timeout_seconds)
+    dist.init_process_group(backend=backend, timeout=timeout)
     try:
         Trainer(cfg, args.inference_url).run()
     finally:

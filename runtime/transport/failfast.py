@@ -2,8 +2,11 @@
 
 Two mechanisms, both through torch.distributed:
   * the publish status: the master writes `micro_batch_publish/<step>` = ok or the packing error into the
-    default store; every rank (the master too) waits for it with NO deadline (packing may wait on the
-    orchestrator for a long time; a wedged master is the PackWatchdog's job) and raises the master's error;
+    default store; every rank (the master too) waits for it and raises the master's error. Packing may wait
+    on the orchestrator for a long time, so the wait has no fixed deadline: the master instead bumps a
+    heartbeat counter in the store while it waits (`FanOut.heartbeat`), and a rank fails when the counter
+    stands still for `transport.packWatchdogSeconds` (a master that is stopped, or dead while its TCP
+    connection stays up). A master alive but wedged in one call is the PackWatchdog's job;
   * `raise_if_any_rank_failed`: an all-reduce(MAX) of a 0/1 flag after receiving and after materializing,
     before the forward. If any rank failed, every rank raises; bystanders name the failing ranks' errors.
 
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STATUS_POLL_SECONDS = 1.0
+HEARTBEAT_KEY = "micro_batch_master/heartbeat"
+HEARTBEAT_EVERY_SECONDS = 1.0  # at most one store round trip a second, whatever the batch poll interval
 
 
 class Store(Protocol):
@@ -42,6 +47,7 @@ class Store(Protocol):
     def set(self, key: str, value: str | bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def check(self, keys: list[str]) -> bool: ...
+    def add(self, key: str, value: int) -> int: ...
 
 
 def publish_status_key(step: int) -> str:
@@ -67,7 +73,7 @@ def wait_for_publish_status(
     poll_seconds: float = STATUS_POLL_SECONDS,
     on_poll: Callable[[], None] | None = None,
 ) -> None:
-    """Wait, without deadline, for the master's status of `step`; `on_poll` may raise to stop waiting."""
+    """Wait for the master's status of `step`; `on_poll` (the liveness checks) may raise to stop waiting."""
     key = publish_status_key(step)
     while not store.check([key]):
         if on_poll is not None:
@@ -116,6 +122,34 @@ def fail_together(what: str, fn: Callable[[], T], group: dist.ProcessGroup | Non
     return result
 
 
+class MasterPulse:
+    """A rank's view of the master's heartbeat counter: raises when it stands still for `limit_seconds`.
+
+    Only the counter's changes are compared, against this rank's monotonic clock, so clocks of different
+    nodes never meet."""
+
+    def __init__(self, store: Store, limit_seconds: float) -> None:
+        self._store = store
+        self.limit_seconds = limit_seconds
+        self._value = -1
+        self._changed_at = time.monotonic()
+
+    def restart(self) -> None:
+        self._value, self._changed_at = self._store.add(HEARTBEAT_KEY, 0), time.monotonic()
+
+    def check(self) -> None:
+        value = self._store.add(HEARTBEAT_KEY, 0)  # add 0: read without blocking on a missing key
+        now = time.monotonic()
+        if value != self._value:
+            self._value, self._changed_at = value, now
+        elif now - self._changed_at > self.limit_seconds:
+            raise TimeoutError(
+                f"The trainer master sent no heartbeat for {now - self._changed_at:.0f}s "
+                f"(transport.packWatchdogSeconds={self.limit_seconds:g}) while this rank waited for its "
+                "micro-batches: the master is stopped or hung; failing the group"
+            )
+
+
 class FanOut:
     """The trainer's side of the transport on one rank: publisher + watchdog on rank 0, subscriber on all."""
 
@@ -133,6 +167,8 @@ class FanOut:
         self._poll_seconds = poll_seconds
         self._publisher = MicroBatchPublisher(cfg, world_size) if rank == 0 else None
         self._watchdog = PackWatchdog(cfg.pack_watchdog_seconds) if rank == 0 else None
+        self._pulse = MasterPulse(store, cfg.pack_watchdog_seconds)
+        self._last_beat = 0.0
         try:
             self._subscriber = MicroBatchSubscriber(cfg, rank, start_step)
         except BaseException:
@@ -143,6 +179,20 @@ class FanOut:
     def endpoint(self) -> str:
         """Where this rank receives micro-batches from (for logs)."""
         return self._subscriber.endpoint
+
+    def heartbeat(self) -> None:
+        """Rank 0, while packing waits for its input: progress for the watchdog, liveness for the ranks."""
+        if self._watchdog is None:
+            return
+        self._watchdog.beat()
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_EVERY_SECONDS:
+            self._store.add(HEARTBEAT_KEY, 1)
+            self._last_beat = now
+
+    def _check_master(self) -> None:
+        self._subscriber.check_connection()
+        self._pulse.check()
 
     def master_step(self, step: int, pack_fn: Callable[[], Sequence[Sequence[MicroBatch]]]) -> None:
         """Rank 0: pack under the watchdog, publish, record ok or repr(error) for `step`; re-raise errors."""
@@ -157,8 +207,10 @@ class FanOut:
         self._store.set(publish_status_key(step), encode_status(None))
 
     def rank_step(self, step: int) -> list[MicroBatch]:
-        """Every rank: wait (no deadline) for the master's status, then receive within the receive timeout."""
-        wait_for_publish_status(self._store, step, self._poll_seconds, self._subscriber.check_connection)
+        """Every rank: wait for the master's status while its heartbeat goes on, then receive within the
+        receive timeout."""
+        self._pulse.restart()
+        wait_for_publish_status(self._store, step, self._poll_seconds, self._check_master)
         if self._subscriber.next_step != step:
             raise ValueError(
                 f"rank_step({step}) but data_rank={self.rank} expects step {self._subscriber.next_step}"

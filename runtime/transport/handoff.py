@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,11 +53,13 @@ def read_batch(
     poll_seconds: float = 0.2,
     timeout: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> TrainingBatch:
     """Wait for step <step>'s batch and decode it.
 
     `timeout=None` waits forever (the orchestrator may take long to generate); `should_stop()` returning True
-    ends the wait with InterruptedError (e.g. on shutdown).
+    ends the wait with InterruptedError (e.g. on shutdown); `on_wait()` runs at every poll (the trainer
+    master's heartbeat: waiting is progress, a wedged read is not).
     """
     path = batch_path(rollouts_dir, step)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -65,6 +68,8 @@ def read_batch(
             raise InterruptedError(f"Stopped waiting for the training batch {path}")
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"Timed out after {timeout:g}s waiting for the training batch {path}")
+        if on_wait is not None:
+            on_wait()
         time.sleep(poll_seconds)
     try:
         batch = _decoder.decode(path.read_bytes())
@@ -73,6 +78,20 @@ def read_batch(
     if batch.step != step:
         raise ValueError(f"Training batch {path} holds step {batch.step}, expected step {step}")
     return batch
+
+
+def prune_batches(rollouts_dir: Path, before: int) -> list[int]:
+    """Delete the batches of steps < `before` (the trainer has consumed them and no resume reads them);
+    return the pruned steps. Only `step_<n>` folders are touched."""
+    root = Path(rollouts_dir)
+    if not root.is_dir():
+        return []
+    pruned = []
+    for entry in root.iterdir():
+        if (match := _STEP_DIR.match(entry.name)) and int(match.group(1)) < before:
+            shutil.rmtree(entry, ignore_errors=True)
+            pruned.append(int(match.group(1)))
+    return sorted(pruned)
 
 
 def latest_batch_step(rollouts_dir: Path) -> int | None:

@@ -1,10 +1,11 @@
-"""Liveness of a wedged trainer master: packing that runs too long kills the process.
+"""Liveness of a wedged trainer master: packing that makes no progress for too long kills the process.
 
-Ranks wait for the master's publish status with no deadline, because packing legitimately blocks on the
-orchestrator for as long as generation takes (steps of 1178-3137 s were seen; a fixed publish timeout
-crash-looped runs). A master that is alive but stuck would then hang every rank forever. This watchdog turns
-"armed for longer than the limit" into `os._exit(1)`; torchrun sees the dead worker and tears the group down,
-and the operator restarts it from the last checkpoint.
+Packing legitimately blocks on the orchestrator for as long as generation takes (steps of 1178-3137 s were
+seen), so the limit is on packing *without progress*: the master's wait for the batch beats the watchdog at
+every poll, and only a pack stuck in one call (a hung volume read, a deadlocked encoder) stays silent. A
+master that is alive but stuck would otherwise hang every rank forever. This watchdog turns "armed and
+silent for longer than the limit" into `os._exit(1)`; torchrun sees the dead worker and tears the group
+down, and the operator restarts it from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 class PackWatchdog:
-    """A daemon thread that exits the process if it stays armed longer than `limit_seconds`.
+    """A daemon thread that exits the process if it stays armed without a `beat` for `limit_seconds`.
 
     The check runs every `check_every` seconds (default: a quarter of the limit, at most 60 s), so a wedge is
-    caught between `limit_seconds` and `limit_seconds + check_every` after arming.
+    caught between `limit_seconds` and `limit_seconds + check_every` after the last sign of progress.
     """
 
     def __init__(self, limit_seconds: float, check_every: float | None = None) -> None:
@@ -41,6 +42,12 @@ class PackWatchdog:
     def arm(self, step: int) -> None:
         with self._lock:
             self._armed_at, self._step = time.monotonic(), step
+
+    def beat(self) -> None:
+        """Progress while armed (the master is waiting, not stuck): restart the clock."""
+        with self._lock:
+            if self._armed_at is not None:
+                self._armed_at = time.monotonic()
 
     def disarm(self) -> None:
         with self._lock:
@@ -63,8 +70,9 @@ class PackWatchdog:
             if elapsed <= self.limit_seconds:
                 return None
             return (
-                f"Trainer master wedged: packing micro-batch step {self._step} has run {elapsed:.0f}s, over "
-                f"transport.packWatchdogSeconds={self.limit_seconds:g}; exiting so torchrun stops the group"
+                f"Trainer master wedged: packing micro-batch step {self._step} made no progress for "
+                f"{elapsed:.0f}s, over transport.packWatchdogSeconds={self.limit_seconds:g}; exiting so "
+                "torchrun stops the group"
             )
 
     def _run(self) -> None:

@@ -60,6 +60,8 @@ def test_two_ranks_train_checkpoint_and_resume(tmp_path):
 
     _torchrun(cfg)
     assert complete_steps(cfg.run_dir / "checkpoints") == [2]
+    # Batches 0 and 1 are consumed and checkpointed past: pruned. Batch 2 is what a resume trains on next.
+    assert sorted(p.name for p in (cfg.run_dir / "rollouts").iterdir()) == ["step_2"]
     for rank in (0, 1):
         records = _metrics(cfg, rank)
         assert [r["step"] for r in records] == [0, 1] and all(r["world_size"] == 2 for r in records)
@@ -74,4 +76,5 @@ def test_two_ranks_train_checkpoint_and_resume(tmp_path):
     _torchrun(cfg)
     assert [r["step"] for r in _metrics(cfg, 0)] == [0, 1, 2]
     assert complete_steps(cfg.run_dir / "checkpoints") == [2, 3]
+    assert sorted(p.name for p in (cfg.run_dir / "rollouts").iterdir()) == ["step_2"]  # for checkpoint 2
     assert (cfg.run_dir / "weights" / "step_3" / "DONE").is_file()
