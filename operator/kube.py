@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,25 +163,6 @@ class Kube:
             raise
         return True
 
-    def create_progress_secret(
-        self, owner: dict[str, Any], name: str, key: str, labels: dict[str, str]
-    ) -> bool:
-        """The per-run bearer token the orchestrator presents when it pushes progress."""
-        meta = owner["metadata"]
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": meta["namespace"],
-                "labels": labels,
-                "ownerReferences": [owner_reference(owner)],
-            },
-            "type": "Opaque",
-            "stringData": {key: secrets.token_urlsafe(32)},
-        }
-        return self.create(secret)
-
     def merge_patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> None:
@@ -237,15 +217,3 @@ class Kube:
             "reportingComponent": self.field_manager,
         }
         self._call("POST", collection_path("v1", "Event", meta["namespace"]), body=body)
-
-
-def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }

@@ -11,14 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlrun.operator.names import (
-    GROUP,
-    LABEL_COMPONENT,
-    LABEL_TRAINER_ATTEMPT,
-)
-
-LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
-"""On the orchestrator Job and its pods: which restart attempt they belong to (set by reconcile)."""
+from rlrun.operator.names import LABEL_COMPONENT, LABEL_ORCHESTRATOR_ATTEMPT, LABEL_TRAINER_ATTEMPT
 
 ATTEMPT_LABELS = {"trainer": LABEL_TRAINER_ATTEMPT, "orchestrator": LABEL_ORCHESTRATOR_ATTEMPT}
 

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY
+from rlrun.operator.names import PROGRESS_PATH, SUFFIX_PROGRESS
 from rlrun.operator.status import progress_order
 from rlrun.runtime.config import Progress
 
@@ -110,7 +110,7 @@ def progress_app(
                 headers={"Connection": "close"},
             )
         auth = request.headers.get("Authorization", "")
-        token = await token_of(ns, f"{name}{PROGRESS_SECRET_SUFFIX}")
+        token = await token_of(ns, f"{name}{SUFFIX_PROGRESS}")
         given = auth.removeprefix("Bearer ").encode()
         if token is None or not auth.startswith("Bearer ") or not hmac.compare_digest(given, token):
             return web.json_response(
@@ -133,9 +133,9 @@ def progress_app(
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=64 * 1024)
-    app.router.add_post("/v1/namespaces/{namespace}/rlruns/{name}/progress", post)
+    app.router.add_post(PROGRESS_PATH, post)
     app.router.add_get("/healthz", healthz)
     return app
 
 
-__all__ = ["PROGRESS_TOKEN_KEY", "ProgressStore", "progress_app", "to_status"]
+__all__ = ["ProgressStore", "progress_app", "to_status"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,10 @@ from pydantic import ValidationError
 
 from rlrun.operator.api import RLRun
 from rlrun.operator.kube import Kube
-from rlrun.operator.names import APP_NAME, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME
+from rlrun.operator.names import PROGRESS_TOKEN_KEY, SUFFIX_PROGRESS, child_name
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore
-from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY, Plan, RunSettings, plan
+from rlrun.operator.reconcile import Plan, RunSettings, plan
 from rlrun.operator.reconcile_errors import describe_error, report_error
 from rlrun.operator.render import render_children
 from rlrun.operator.restarts import StallPolicy
@@ -173,21 +174,25 @@ class Reconciler:
                 {"phase": "Failed", "reason": "InvalidSpec", "message": str(e)[:4000]},
             )
             return None
-        settings = RunSettings.from_body(body, self.stall)
+        settings = RunSettings(run, self.stall)
         stored = RunStatus.from_dict(body.get("status"))
         try:
             objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
             children = observe(objects, pods)
             report = self.store.newest(key, stored.progress, stored.orchestrator.attempt)
-            decided = plan(
-                settings,
-                lambda attempt: render_children(run, trainer_attempt=attempt),
-                children,
-                stored,
-                report,
-                self.clock(),
-                self.progress_url,
-            )
+            secret = child_name(name, SUFFIX_PROGRESS)
+            token = None if children.has("Secret", secret) else secrets.token_urlsafe(32)
+
+            def render(trainer_attempt: int, orchestrator_attempt: int) -> list[dict[str, Any]]:
+                return render_children(
+                    run,
+                    trainer_attempt=trainer_attempt,
+                    orchestrator_attempt=orchestrator_attempt,
+                    progress_url=self.progress_url,
+                    progress_token=token,
+                )
+
+            decided = plan(settings, render, children, stored, report, self.clock())
             await asyncio.to_thread(self._write, body, decided)
         except StaleRead:
             raise
@@ -232,12 +237,6 @@ class Reconciler:
             for api_version, kind, child in p.delete:
                 action = f"delete {kind} {child}"
                 self.kube.delete(api_version, kind, ns, child)
-            if p.ensure_progress_secret:
-                action = f"create Secret {name}{PROGRESS_SECRET_SUFFIX}"
-                labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name, LABEL_COMPONENT: "orchestrator"}
-                self.kube.create_progress_secret(
-                    body, f"{name}{PROGRESS_SECRET_SUFFIX}", PROGRESS_TOKEN_KEY, labels
-                )
             for obj in p.create:
                 action = f"create {obj['kind']} {obj['metadata']['name']}"
                 self.kube.create(obj)
