@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from rlrun.operator.api import RLRun, RLRunSpec
+from rlrun.operator.drift import difference
 from rlrun.operator.names import (
     COMPONENT_ENV_WORKERS,
     COMPONENT_INFERENCE,
@@ -53,6 +54,8 @@ GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOAD_KINDS = ("Deployment", "Job")
 CREATE_ONLY = ("Job", "Secret")
+NO_DRIFT_REPAIR = ("PersistentVolumeClaim",)
+"""Kinds never re-applied over a hand edit: a PVC may be expanded by its users, and never shrinks."""
 SUSPENDED_MESSAGE = "spec.suspend is true: pods stopped, volume kept"
 RESTART_POLL_SECONDS = 1.0
 """Requeue delay while a torn-down attempt's children are still being deleted."""
@@ -95,6 +98,8 @@ class Plan:
     """(apiVersion, kind, name) to delete, dependants in the background."""
     suspend: list[tuple[str, bool]] = field(default_factory=list)
     """(Job name, suspend) merge patches."""
+    relabel: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """(Job name, labels) merge patches: a Job's template is immutable, its labels are not."""
     events: list[Event] = field(default_factory=list)
     delete_run: bool = False
     requeue_after: float | None = None
@@ -283,6 +288,11 @@ def _converge(
                 p.create.append(obj)
         elif spec_moved or not children.has(kind, name):
             p.apply.append(obj)
+        elif kind not in NO_DRIFT_REPAIR and (path := difference(obj, children.objects[(kind, name)])):
+            p.apply.append(obj)
+            p.events.append(
+                Event("Warning", "DriftReverted", f"{kind} {name}: {path} was changed; re-applied")
+            )
 
 
 def _converge_job(
@@ -309,6 +319,10 @@ def _converge_job(
             return
         p.create.append(obj)
         return
+    live_labels = children.objects[("Job", name)]["metadata"].get("labels") or {}
+    if path := difference(obj["metadata"]["labels"], live_labels, "metadata.labels"):
+        p.relabel.append((name, obj["metadata"]["labels"]))
+        p.events.append(Event("Warning", "DriftReverted", f"Job {name}: {path} was changed; relabelled"))
     suspend = settings.spec.suspend
     if suspend and not job.suspended:
         p.suspend.append((name, True))

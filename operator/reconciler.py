@@ -35,7 +35,13 @@ from pydantic import ValidationError
 
 from rlrun.operator.api import RLRun
 from rlrun.operator.kube import Kube
-from rlrun.operator.names import PROGRESS_TOKEN_KEY, SUFFIX_PROGRESS, child_name
+from rlrun.operator.names import (
+    PROGRESS_TOKEN_KEY,
+    SUFFIX_ORCHESTRATOR,
+    SUFFIX_PROGRESS,
+    SUFFIX_TRAINER,
+    child_name,
+)
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore
 from rlrun.operator.reconcile import Plan, RunSettings, plan
@@ -54,6 +60,12 @@ RECONCILE_SECONDS = Histogram(
 )
 
 Key = tuple[str, str]
+CREATE_ONLY_CHILDREN = (
+    ("batch/v1", "Job", SUFFIX_TRAINER),
+    ("batch/v1", "Job", SUFFIX_ORCHESTRATOR),
+    ("v1", "Secret", SUFFIX_PROGRESS),
+)
+"""Children never re-applied: when their labels were edited away they are found by owner reference."""
 
 
 class StaleRead(Exception):
@@ -177,7 +189,13 @@ class Reconciler:
         settings = RunSettings(run, self.stall)
         stored = RunStatus.from_dict(body.get("status"))
         try:
-            objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
+            expected = tuple(
+                (api_version, kind, child_name(name, suffix))
+                for api_version, kind, suffix in CREATE_ONLY_CHILDREN
+            )
+            objects, pods = await asyncio.to_thread(
+                self.kube.list_children, namespace, name, run.metadata.uid or "", expected
+            )
             children = observe(objects, pods)
             report = self.store.newest(key, stored.progress, stored.orchestrator.attempt)
             secret = child_name(name, SUFFIX_PROGRESS)
@@ -243,6 +261,9 @@ class Reconciler:
             for obj in p.apply:
                 action = f"apply {obj['kind']} {obj['metadata']['name']}"
                 self.kube.apply(obj)
+            for job, labels in p.relabel:
+                action = f"relabel Job {job}"
+                self.kube.merge_patch("batch/v1", "Job", ns, job, {"metadata": {"labels": labels}})
             for job, suspend in p.suspend:
                 action = f"patch Job {job} suspend={suspend}"
                 self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})
