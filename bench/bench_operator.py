@@ -23,11 +23,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests/integration/operator"))
 
 from controlplane import ControlPlane, wait_until  # noqa: E402
+from operator_harness import OperatorThread  # noqa: E402
 
 from rlrun.operator.crd import crd_yaml  # noqa: E402
-from rlrun.operator.main import OperatorConfig, OperatorThread  # noqa: E402
+from rlrun.operator.main import OperatorConfig  # noqa: E402
 
 CHILDREN = 12
 

@@ -11,11 +11,12 @@ test table checks that both sides reject every invalid spec with the same messag
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from rlrun.operator import names
 from rlrun.runtime.config import (
@@ -32,10 +33,10 @@ from rlrun.runtime.config import (
     TransportConfig,
 )
 
-Quantity = int | str
-"""A Kubernetes resource quantity (`2`, `500m`, `16Gi`); rendered as x-kubernetes-int-or-string."""
-
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
+"""A Kubernetes resource quantity (`2`, `500m`, `16Gi`); rendered as x-kubernetes-int-or-string with the
+pattern, so `cpu: many` is refused at admission (and offline), not later when a child is rejected."""
 S = TypeVar("S", bound=Section)
 
 
@@ -618,6 +619,23 @@ class RLRun(BaseModel):
     metadata: ObjectMeta
     spec: RLRunSpec = Field(default_factory=RLRunSpec)
     status: RLRunStatus | None = None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *, strict: bool | None = None, **kwargs: Any) -> RLRun:  # type: ignore[override]
+        """Validate a document as the API server does: strictly, as JSON. Lax pydantic would coerce
+        `suspend: "yes"` or `nodes: "2"` that the CRD refuses, so `rlrun render` / `rlrun local` and the
+        cluster would disagree about the same file; JSON mode still reads RFC 3339 strings as times."""
+        if isinstance(obj, cls):
+            return obj
+        text = json.dumps(obj, default=_json_value)
+        return cls.model_validate_json(text, strict=True if strict is None else strict, **kwargs)
+
+
+def _json_value(value: Any) -> str:
+    """YAML may load an unquoted timestamp as a datetime; JSON carries it as RFC 3339, as the API does."""
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 # --------------------------------------------------------------------------- spec -> runtime config

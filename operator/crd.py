@@ -55,7 +55,10 @@ def _resolve(node: Any, defs: dict[str, Any], path: str) -> Any:
         if len(variants) == 1:
             out = _resolve({**variants[0], **rest}, defs, path)
         elif sorted(v.get("type", "") for v in variants) == ["integer", "string"]:
-            out = _resolve({**rest, "x-kubernetes-int-or-string": True}, defs, path)
+            # A string branch's pattern (a quantity's) stays: JSON Schema applies it to strings only.
+            string = next(v for v in variants if v.get("type") == "string")
+            checks = {k: string[k] for k in ("pattern", "maxLength") if k in string}
+            out = _resolve({**rest, **checks, "x-kubernetes-int-or-string": True}, defs, path)
         else:
             raise SchemaError(
                 f"{path}: union {node['anyOf']} has no structural form; use X | None or int | str"

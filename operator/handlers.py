@@ -12,39 +12,11 @@ from typing import Any
 import kopf
 from kubernetes import client
 
+from rlrun.operator.kube import connection_info
 from rlrun.operator.names import APP_NAME, GROUP, LABEL_INSTANCE, LABEL_NAME, PLURAL, VERSION
 from rlrun.operator.reconciler import Reconciler
 
 WATCHED_CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
-
-
-def bearer_token(cfg: client.Configuration) -> str | None:
-    """The bare token of a client configuration, or None.
-
-    kubernetes>=12 stores it as `api_key["BearerToken"] = "Bearer <tok>"` (kubeconfig) or "bearer <tok>"
-    (in-cluster, refreshed from the projected token file by `refresh_api_key_hook`, which
-    `get_api_key_with_prefix` runs); older clients used `api_key["authorization"]`. Missing it makes kopf
-    log in as system:anonymous, so every form is read here."""
-    value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer":  # a bare token with no scheme
-        token = value.strip()
-    return token.strip() or None
-
-
-def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
-    """kopf's credentials from the same client configuration `Kube` uses (one kubeconfig, one identity)."""
-    cfg = api.configuration
-    token = bearer_token(cfg)
-    return kopf.ConnectionInfo(
-        server=cfg.host,
-        ca_path=cfg.ssl_ca_cert,
-        insecure=not cfg.verify_ssl,
-        certificate_path=cfg.cert_file,
-        private_key_path=cfg.key_file,
-        token=token,
-        scheme="Bearer" if token else None,
-    )
 
 
 def register(

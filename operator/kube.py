@@ -1,4 +1,5 @@
-"""The only module that talks to the Kubernetes API: apply, create, list, patch, delete, events.
+"""The only module that talks to the Kubernetes API: apply, create, list, patch, delete, events, and the
+login kopf uses (the same client configuration, one identity).
 
 Calls are plain REST through the official client's `ApiClient` (no discovery round trips), every one with
 a request timeout, and they are synchronous: the async side calls them through `asyncio.to_thread`.
@@ -12,10 +13,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -105,8 +106,16 @@ class Kube:
                 return None
             raise
 
-    def list_children(self, namespace: str, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(children of every managed kind, pods) carrying the run's instance label."""
+    def list_children(
+        self,
+        namespace: str,
+        run: str,
+        owner_uid: str = "",
+        expected: tuple[tuple[str, str, str], ...] = (),
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(children of every managed kind, pods) carrying the run's instance label, plus any `expected`
+        (apiVersion, kind, name) the label missed that the run owns (ownerReference uid): a child whose
+        labels were edited away is still found, so its state still drives decisions."""
         selector = [("labelSelector", f"{LABEL_NAME}={APP_NAME},{LABEL_INSTANCE}={run}")]
         objects: list[dict[str, Any]] = []
         for api_version, kind in CHILD_KINDS:
@@ -115,8 +124,37 @@ class Kube:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
             objects.extend(items)
+        found = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        for api_version, kind, name in expected:
+            if (kind, name) in found or not owner_uid:
+                continue
+            query = [("fieldSelector", f"metadata.name={name}")]
+            for item in self._call("GET", collection_path(api_version, kind, namespace), query=query)[
+                "items"
+            ]:
+                owners = item["metadata"].get("ownerReferences") or []
+                if any(ref.get("uid") == owner_uid for ref in owners):
+                    objects.append({**item, "apiVersion": api_version, "kind": kind})
         pods = self._call("GET", collection_path("v1", "Pod", namespace), query=selector)["items"]
         return objects, pods
+
+    def may(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        """Whether the operator's identity may `verb` `resource` in `namespace` (SelfSubjectAccessReview,
+        which every authenticated identity may create)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                }
+            },
+        }
+        path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        return bool(self._call("POST", path, body=review).get("status", {}).get("allowed"))
 
     def peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
         """kopf's KopfPeering `name` in `namespace` (ClusterKopfPeering when None), via list + field
@@ -163,25 +201,6 @@ class Kube:
                 return False
             raise
         return True
-
-    def create_progress_secret(
-        self, owner: dict[str, Any], name: str, key: str, labels: dict[str, str]
-    ) -> bool:
-        """The per-run bearer token the orchestrator presents when it pushes progress."""
-        meta = owner["metadata"]
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": meta["namespace"],
-                "labels": labels,
-                "ownerReferences": [owner_reference(owner)],
-            },
-            "type": "Opaque",
-            "stringData": {key: secrets.token_urlsafe(32)},
-        }
-        return self.create(secret)
 
     def merge_patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
@@ -239,13 +258,33 @@ class Kube:
         self._call("POST", collection_path("v1", "Event", meta["namespace"]), body=body)
 
 
-def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+# ----------------------------------------------------------------------------------------- login
+
+
+def bearer_token(cfg: client.Configuration) -> str | None:
+    """The bare token of a client configuration, or None.
+
+    kubernetes>=12 stores it as `api_key["BearerToken"] = "Bearer <tok>"` (kubeconfig) or "bearer <tok>"
+    (in-cluster, refreshed from the projected token file by `refresh_api_key_hook`, which
+    `get_api_key_with_prefix` runs); older clients used `api_key["authorization"]`. Missing it makes kopf
+    log in as system:anonymous, so every form is read here."""
+    value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":  # a bare token with no scheme
+        token = value.strip()
+    return token.strip() or None
+
+
+def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration `Kube` uses (one kubeconfig, one identity)."""
+    cfg = api.configuration
+    token = bearer_token(cfg)
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        token=token,
+        scheme="Bearer" if token else None,
+    )

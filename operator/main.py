@@ -4,7 +4,8 @@
     rlrun operator --all-namespaces --peering rlrun   # cluster-wide, HA via kopf peering
     rlrun operator --kubeconfig ~/.kube/dev --progress-port 8081 --metrics-port 9090
 
-Tests run `OperatorThread(config)` in-process (start()/stop(), bounded) or the command as a subprocess.
+Tests run `serve()` in a thread (tests/integration/operator/operator_harness.py) or the command as a
+subprocess.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 
 import kopf
 from aiohttp import web
+from kubernetes import client
 
 from rlrun.operator.handlers import register
 from rlrun.operator.kube import Kube, load_api_client
+from rlrun.operator.namespaces import watchable
 from rlrun.operator.peering import PeeringGate, own_identity, random_priority
 from rlrun.operator.progress import ProgressStore, progress_app
 from rlrun.operator.reconciler import Reconciler
@@ -72,16 +75,24 @@ async def serve(
     stop: threading.Event,
     ready: threading.Event | None = None,
     on_bound: Callable[[int], None] | None = None,
+    kube_factory: Callable[[client.ApiClient], Kube] = Kube,
 ) -> None:
-    """Run until `stop` is set. `on_bound` gets the progress port (useful with port 0)."""
+    """Run until `stop` is set. `on_bound` gets the progress port (useful with port 0); `kube_factory`
+    lets a test wrap the API calls (fault injection)."""
     api = load_api_client(config.kubeconfig)
-    kube = Kube(api)
+    kube = kube_factory(api)
+    namespaces = config.namespaces
+    if namespaces:
+        namespaces = await asyncio.to_thread(watchable, kube, namespaces)
+        if not namespaces:
+            api.close()
+            raise RuntimeError(f"the operator may watch none of its namespaces {config.namespaces}")
     store = ProgressStore()
     identity, priority = own_identity(), config.priority or random_priority()
     gate = None
     if config.peering is not None:
         poll = max(0.5, min(5.0, config.peering_lifetime / 6))
-        gate = PeeringGate(kube, config.peering, config.namespaces, identity, priority, poll)
+        gate = PeeringGate(kube, config.peering, namespaces, identity, priority, poll)
     active = gate.active if gate else (lambda: True)
     reconciler = Reconciler(kube, store, config.stall, config.progress_url, active=active)
     registry = kopf.OperatorRegistry()
@@ -107,8 +118,8 @@ async def serve(
     try:
         await kopf.operator(
             registry=registry,
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
             standalone=config.peering is None,
             peering_name=config.peering,
             priority=priority,
@@ -125,39 +136,6 @@ async def serve(
             task.cancel()
         await runner.cleanup()
         api.close()
-
-
-class OperatorThread:
-    """The operator in a background thread with its own loop: for tests and benchmarks."""
-
-    def __init__(self, config: OperatorConfig) -> None:
-        self.config, self.stop_flag, self.ready_flag = config, threading.Event(), threading.Event()
-        self.error: BaseException | None = None
-        self.progress_port = 0
-        self.thread = threading.Thread(target=self._run, name="rlrun-operator", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(serve(self.config, self.stop_flag, self.ready_flag, self._bound))
-        except BaseException as e:  # surfaced by start()/stop()
-            self.error = e
-            self.ready_flag.set()
-
-    def _bound(self, port: int) -> None:
-        self.progress_port = port
-
-    def start(self, timeout: float = 30) -> OperatorThread:
-        self.thread.start()
-        if not self.ready_flag.wait(timeout) or self.error:
-            self.stop()
-            raise RuntimeError(f"operator did not start within {timeout}s") from self.error
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self.stop_flag.set()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise RuntimeError(f"operator thread did not stop within {timeout}s")
 
 
 def run(config: OperatorConfig, verbose: bool = False) -> int:

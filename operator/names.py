@@ -29,6 +29,8 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 APP_NAME = "rlrun"
 LABEL_TRAINER_ATTEMPT = f"{GROUP}/trainer-attempt"
 """On the trainer Job and its pods: which group restart attempt they belong to."""
+LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
+"""On the orchestrator Job and its pods: which restart attempt they belong to."""
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 """On pod templates: hash of the runtime config, so a config change rolls the pods."""
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
@@ -52,6 +54,11 @@ SUFFIX_ENV_WORKERS = "-envs"
 SUFFIX_ORCHESTRATOR = "-orchestrator"
 SUFFIX_TRAINER = "-trainer"
 SUFFIX_NETWORK = "-net"
+SUFFIX_PROGRESS = "-progress"
+"""The Secret holding the bearer token the orchestrator presents to the progress endpoint."""
+PROGRESS_TOKEN_KEY = "token"
+PROGRESS_PATH = "/v1/namespaces/{namespace}/rlruns/{name}/progress"
+"""Route of the operator's progress endpoint; the orchestrator gets `<operator URL><this>`."""
 
 MAX_TRAINER_NODES = 1024
 """Upper bound of spec.trainer.nodes; it fixes how many digits a trainer pod hostname may carry."""
@@ -64,6 +71,7 @@ LONGEST_NAME_SUFFIX = max(
     SUFFIX_ENV_WORKERS,
     SUFFIX_ORCHESTRATOR,
     SUFFIX_NETWORK,
+    SUFFIX_PROGRESS,
     # Indexed Job pods get the hostname <job>-<index>; it must be a DNS label too.
     f"{SUFFIX_TRAINER}-{MAX_TRAINER_NODES - 1}",
     key=len,

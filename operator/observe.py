@@ -11,14 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlrun.operator.names import (
-    GROUP,
-    LABEL_COMPONENT,
-    LABEL_TRAINER_ATTEMPT,
-)
-
-LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
-"""On the orchestrator Job and its pods: which restart attempt they belong to (set by reconcile)."""
+from rlrun.operator.names import LABEL_COMPONENT, LABEL_ORCHESTRATOR_ATTEMPT, LABEL_TRAINER_ATTEMPT
 
 ATTEMPT_LABELS = {"trainer": LABEL_TRAINER_ATTEMPT, "orchestrator": LABEL_ORCHESTRATOR_ATTEMPT}
 
@@ -54,6 +47,8 @@ class Children:
     """The observed children of one run: (kind, name) of everything, plus states of the workloads."""
 
     keys: frozenset[tuple[str, str]] = frozenset()
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(kind, name) -> the live object, for drift checks."""
     jobs: dict[str, JobState] = field(default_factory=dict)
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     failed_pods: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -115,11 +110,13 @@ def observe(objects: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> C
     """Sort children (any kinds) and the run's pods; objects being deleted still count as present
     (recreating a name that is still terminating would fail with a conflict)."""
     keys: set[tuple[str, str]] = set()
+    live: dict[tuple[str, str], dict[str, Any]] = {}
     jobs: dict[str, JobState] = {}
     deployments: dict[str, DeploymentState] = {}
     for obj in objects:
         kind, meta = obj["kind"], obj["metadata"]
         keys.add((kind, meta["name"]))
+        live[(kind, meta["name"])] = obj
         component = (meta.get("labels") or {}).get(LABEL_COMPONENT, "")
         if kind == "Job" and component in ATTEMPT_LABELS:
             jobs[component] = _job_state(obj, component)
@@ -140,6 +137,7 @@ def observe(objects: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> C
                 failures[pod["metadata"]["name"]] = pod_failure(pod)
     return Children(
         keys=frozenset(keys),
+        objects=live,
         jobs=jobs,
         deployments=deployments,
         failed_pods={c: tuple(sorted(names)) for c, names in failed.items()},

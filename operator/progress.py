@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY
+from rlrun.operator.names import PROGRESS_PATH, SUFFIX_PROGRESS
 from rlrun.operator.status import progress_order
 from rlrun.runtime.config import Progress
 
@@ -111,7 +111,7 @@ def progress_app(
             )
         auth = request.headers.get("Authorization", "")
         given = auth.removeprefix("Bearer ").encode()
-        secret = f"{name}{PROGRESS_SECRET_SUFFIX}"
+        secret = f"{name}{SUFFIX_PROGRESS}"
 
         def valid(token: bytes | None) -> bool:
             return token is not None and auth.startswith("Bearer ") and hmac.compare_digest(given, token)
@@ -139,9 +139,9 @@ def progress_app(
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=64 * 1024)
-    app.router.add_post("/v1/namespaces/{namespace}/rlruns/{name}/progress", post)
+    app.router.add_post(PROGRESS_PATH, post)
     app.router.add_get("/healthz", healthz)
     return app
 
 
-__all__ = ["PROGRESS_TOKEN_KEY", "ProgressStore", "progress_app", "to_status"]
+__all__ = ["ProgressStore", "progress_app", "to_status"]

@@ -3,31 +3,38 @@
 `plan` takes the run's settings, a renderer, the observed children, the stored status and the latest
 progress, and returns the new status plus the writes to make. The lifecycle rules live here, in order:
 completion, deadline, group failures (restart with backoff or give up), stall, suspend, readiness; then
-what to create, apply, patch and delete so the cluster matches the decision. Jobs are create-only (their
-pod templates are immutable, and re-applying `suspend` would fight Kueue); everything else is applied
-with server-side apply when missing or when the spec generation moved.
+what to create, apply, patch and delete so the cluster matches the decision. The renderer is the only
+producer of children: what `plan` creates or applies is exactly what it rendered for the recorded
+attempts. Jobs and the progress Secret are create-only (pod templates are immutable, re-applying
+`suspend` would fight Kueue, and re-applying the Secret would rotate the token); everything else is
+applied with server-side apply when missing or when the spec generation moved.
+
+Kueue rule (written once, in render.common.queued): only the trainer Job is queued. It is created with
+the queue label and `suspend: true`; from then on Kueue owns its `suspend` and the operator only ever
+suspends it (spec.suspend), never resumes it. The orchestrator Job is not queued: no label, never
+suspended unless the run is.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from rlrun.operator.api import RLRun, RLRunSpec
+from rlrun.operator.drift import difference
 from rlrun.operator.names import (
     COMPONENT_ENV_WORKERS,
     COMPONENT_INFERENCE,
     COMPONENT_ORCHESTRATOR,
     COMPONENT_TRAINER,
     LABEL_COMPONENT,
-    LABEL_KUEUE_QUEUE,
-    LABEL_TRAINER_ATTEMPT,
 )
-from rlrun.operator.observe import LABEL_ORCHESTRATOR_ATTEMPT, Children
+from rlrun.operator.observe import Children
 from rlrun.operator.reconcile_errors import clear_error
-from rlrun.operator.restarts import GroupState, RestartPolicy, StallPolicy, on_group_failure, stalled
+from rlrun.operator.render.common import queued
+from rlrun.operator.restarts import GroupState, StallPolicy, on_group_failure, stalled
 from rlrun.operator.status import (
     COMPONENT_CONDITIONS,
     FAILED,
@@ -47,9 +54,9 @@ from rlrun.runtime.config import VOLUME_NOT_WRITABLE
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOAD_KINDS = ("Deployment", "Job")
-PROGRESS_SECRET_SUFFIX = "-progress"
-PROGRESS_TOKEN_KEY = "token"
-ATTEMPT_ENV = "RLRUN_ATTEMPT"
+CREATE_ONLY = ("Job", "Secret")
+NO_DRIFT_REPAIR = ("PersistentVolumeClaim",)
+"""Kinds never re-applied over a hand edit: a PVC may be expanded by its users, and never shrinks."""
 SUSPENDED_MESSAGE = "spec.suspend is true: pods stopped, volume kept"
 RESTART_POLL_SECONDS = 1.0
 """Requeue delay while a torn-down attempt's children are still being deleted."""
@@ -57,40 +64,23 @@ RESTART_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The lifecycle knobs of one RLRun, read from its body (spec + metadata)."""
+    """One RLRun as a pass sees it: the validated object (every default comes from the API model) plus
+    the operator's stall thresholds (flags, not spec fields)."""
 
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    suspend: bool = False
-    queue_name: str | None = None
-    active_deadline_seconds: int | None = None
-    ttl_seconds_after_finished: int | None = None
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    run: RLRun
     stall: StallPolicy = field(default_factory=StallPolicy)
 
-    @classmethod
-    def from_body(cls, body: dict[str, Any], stall: StallPolicy | None = None) -> RunSettings:
-        """Stall thresholds are operator settings (flags), not spec fields."""
-        meta, spec = body["metadata"], body.get("spec") or {}
-        fp = spec.get("failurePolicy") or {}
-        return cls(
-            name=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta.get("uid", ""),
-            generation=int(meta.get("generation") or 0),
-            suspend=bool(spec.get("suspend")),
-            queue_name=spec.get("queueName") or None,
-            active_deadline_seconds=spec.get("activeDeadlineSeconds"),
-            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
-            restart=RestartPolicy(
-                max_restarts=int(fp.get("maxRestarts", 3)),
-                backoff_base_seconds=float(fp.get("backoffSeconds", 10)),
-                backoff_cap_seconds=float(fp.get("backoffMaxSeconds", 300)),
-            ),
-            stall=stall or StallPolicy(),
-        )
+    @property
+    def spec(self) -> RLRunSpec:
+        return self.run.spec
+
+    @property
+    def name(self) -> str:
+        return self.run.metadata.name
+
+    @property
+    def generation(self) -> int:
+        return self.run.metadata.generation or 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +99,8 @@ class Plan:
     """(apiVersion, kind, name) to delete, dependants in the background."""
     suspend: list[tuple[str, bool]] = field(default_factory=list)
     """(Job name, suspend) merge patches."""
-    ensure_progress_secret: bool = False
+    relabel: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """(Job name, labels) merge patches: a Job's template is immutable, its labels are not."""
     events: list[Event] = field(default_factory=list)
     delete_run: bool = False
     requeue_after: float | None = None
@@ -123,45 +114,8 @@ def _component(obj: dict[str, Any]) -> str:
     return (obj["metadata"].get("labels") or {}).get(LABEL_COMPONENT, "")
 
 
-def _containers(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return job["spec"]["template"]["spec"]["containers"]
-
-
-def _set_env(container: dict[str, Any], name: str, value: str | None = None, **source: Any) -> None:
-    env = [e for e in container.get("env") or [] if e.get("name") != name]
-    env.append({"name": name, "value": value} if source == {} else {"name": name, "valueFrom": source})
-    container["env"] = env
-
-
-def _label(obj: dict[str, Any], key: str, value: str) -> None:
-    obj["metadata"].setdefault("labels", {})[key] = value
-    obj["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {})[key] = value
-
-
-def finish_job(
-    job: dict[str, Any], settings: RunSettings, attempt: int, progress_url: str | None
-) -> dict[str, Any]:
-    """Stamp a rendered Job with what only the operator knows: the attempt (label + RLRUN_ATTEMPT), the
-    progress endpoint and token (orchestrator), the Kueue queue, and whether it starts suspended."""
-    job = copy.deepcopy(job)
-    component = _component(job)
-    trainer = component == COMPONENT_TRAINER
-    _label(job, LABEL_TRAINER_ATTEMPT if trainer else LABEL_ORCHESTRATOR_ATTEMPT, str(attempt))
-    for container in _containers(job):
-        _set_env(container, ATTEMPT_ENV, str(attempt))
-        if component == COMPONENT_ORCHESTRATOR:
-            secret = f"{settings.name}{PROGRESS_SECRET_SUFFIX}"
-            _set_env(
-                container, "RLRUN_PROGRESS_TOKEN", secretKeyRef={"name": secret, "key": PROGRESS_TOKEN_KEY}
-            )
-            if progress_url:
-                path = f"/v1/namespaces/{settings.namespace}/rlruns/{settings.name}/progress"
-                _set_env(container, "RLRUN_PROGRESS_URL", progress_url.rstrip("/") + path)
-    kueue = trainer and settings.queue_name
-    if kueue:
-        job["metadata"]["labels"][LABEL_KUEUE_QUEUE] = settings.queue_name
-    job["spec"]["suspend"] = bool(settings.suspend or kueue)
-    return job
+Render = Callable[[int, int], list[dict[str, Any]]]
+"""(trainer attempt, orchestrator attempt) -> every desired child, exactly as it is to be written."""
 
 
 def _group_failure(children: Children, group: str, attempt: int) -> str | None:
@@ -183,14 +137,13 @@ def _terminate(plan: Plan, phase: str, reason: str, message: str, now: datetime)
 
 def plan(
     settings: RunSettings,
-    render: Callable[[int], list[dict[str, Any]]],
+    render: Render,
     children: Children,
     stored: RunStatus,
     report: dict[str, Any] | None,
     now: datetime,
-    progress_url: str | None = None,
 ) -> Plan:
-    """Decide one pass. `render(trainer_attempt)` returns the desired children (pure renderers);
+    """Decide one pass. `render` returns the desired children for the recorded attempts (pure);
     `report` is the newest progress report the intake holds (folded in when newer than status)."""
     st = replace(stored, conditions=[dict(c) for c in stored.conditions])
     p = Plan(status=st)
@@ -203,11 +156,11 @@ def plan(
     if st.phase not in TERMINAL:
         _decide_lifecycle(p, settings, children, now)
 
-    desired = render(st.trainer.attempt)
+    desired = render(st.trainer.attempt, st.orchestrator.attempt)
     if st.phase in TERMINAL:
         _release(p, settings, desired, children, now)
     else:
-        _converge(p, settings, desired, children, stored, now, progress_url)
+        _converge(p, settings, desired, children, stored, now)
 
     st.components = component_counts(children)
     ready = readiness(children)
@@ -218,7 +171,7 @@ def plan(
         st.set_condition(cond, ok, reason, message, now)
     all_ready = all(ok for ok, _, _ in ready.values())
     if st.phase not in TERMINAL:
-        if settings.suspend:
+        if settings.spec.suspend:
             st.phase, st.reason, st.message = (
                 SUSPENDED,
                 "Suspended",
@@ -247,14 +200,15 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
     if orch is not None and orch.complete and orch.attempt == st.orchestrator.attempt:
         _terminate(p, SUCCEEDED, "Completed", "the orchestrator finished (max steps reached)", now)
         return
-    if settings.active_deadline_seconds is not None and st.start_time is not None:
+    deadline = settings.spec.active_deadline_seconds
+    if deadline is not None and st.start_time is not None:
         elapsed = (now - st.start_time).total_seconds()
-        if elapsed >= settings.active_deadline_seconds:
-            msg = f"ran {elapsed:.0f}s, past spec.activeDeadlineSeconds={settings.active_deadline_seconds}"
+        if elapsed >= deadline:
+            msg = f"ran {elapsed:.0f}s, past spec.activeDeadlineSeconds={deadline}"
             _terminate(p, FAILED, "DeadlineExceeded", msg, now)
             return
-        p.requeue(settings.active_deadline_seconds - elapsed)
-    if settings.suspend:
+        p.requeue(deadline - elapsed)
+    if settings.spec.suspend:
         return
     causes = {group: _group_failure(children, group, _group(st, group).attempt) for group in GROUPS}
     if st.progress is not None and st.phase == RUNNING and causes[COMPONENT_TRAINER] is None:
@@ -279,7 +233,7 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
         if VOLUME_NOT_WRITABLE in cause:  # no restart can fix the volume: say so now, spend none
             _terminate(p, FAILED, VOLUME_NOT_WRITABLE, cause, now)
             return
-        decision = on_group_failure(settings.restart, _group(st, group), now, group, cause)
+        decision = on_group_failure(settings.spec.failure_policy, _group(st, group), now, group, cause)
         if decision.action == "give_up":
             reason = (
                 "TrainerRestartLimitExceeded"
@@ -312,8 +266,9 @@ def _release(
         if component == COMPONENT_ORCHESTRATOR and st.phase == SUCCEEDED:
             continue  # a finished Job holds no resources; keep it for its logs
         p.delete.append((obj["apiVersion"], kind, name))
-    if settings.ttl_seconds_after_finished is not None and st.completion_time is not None:
-        left = settings.ttl_seconds_after_finished - (now - st.completion_time).total_seconds()
+    ttl = settings.spec.ttl_seconds_after_finished
+    if ttl is not None and st.completion_time is not None:
+        left = ttl - (now - st.completion_time).total_seconds()
         if left <= 0:
             p.delete_run = True
         else:
@@ -327,21 +282,23 @@ def _converge(
     children: Children,
     stored: RunStatus,
     now: datetime,
-    progress_url: str | None,
 ) -> None:
     st = p.status
     spec_moved = stored.observed_generation != settings.generation
-    p.ensure_progress_secret = not children.has("Secret", f"{settings.name}{PROGRESS_SECRET_SUFFIX}")
     for obj in desired:
         kind, name, component = obj["kind"], obj["metadata"]["name"], _component(obj)
         if kind == "Job" and component in GROUPS:
-            _converge_job(p, settings, obj, children, _group(st, component), now, progress_url)
-            continue
-        if kind == "Deployment" and settings.suspend:
-            obj = copy.deepcopy(obj)
-            obj["spec"]["replicas"] = 0
-        if spec_moved or not children.has(kind, name):
+            _converge_job(p, settings, obj, children, _group(st, component), now)
+        elif kind in CREATE_ONLY:
+            if not children.has(kind, name):
+                p.create.append(obj)
+        elif spec_moved or not children.has(kind, name):
             p.apply.append(obj)
+        elif kind not in NO_DRIFT_REPAIR and (path := difference(obj, children.objects[(kind, name)])):
+            p.apply.append(obj)
+            p.events.append(
+                Event("Warning", "DriftReverted", f"{kind} {name}: {path} was changed; re-applied")
+            )
 
 
 def _converge_job(
@@ -351,7 +308,6 @@ def _converge_job(
     children: Children,
     group: GroupState,
     now: datetime,
-    progress_url: str | None,
 ) -> None:
     component, name = _component(obj), obj["metadata"]["name"]
     job = children.jobs.get(component)
@@ -367,10 +323,14 @@ def _converge_job(
         if group.not_before is not None and now < group.not_before:
             p.requeue((group.not_before - now).total_seconds())
             return
-        p.create.append(finish_job(obj, settings, group.attempt, progress_url))
+        p.create.append(obj)
         return
-    queued = component == COMPONENT_TRAINER and settings.queue_name
-    if settings.suspend and not job.suspended:
+    live_labels = children.objects[("Job", name)]["metadata"].get("labels") or {}
+    if path := difference(obj["metadata"]["labels"], live_labels, "metadata.labels"):
+        p.relabel.append((name, obj["metadata"]["labels"]))
+        p.events.append(Event("Warning", "DriftReverted", f"Job {name}: {path} was changed; relabelled"))
+    suspend = settings.spec.suspend
+    if suspend and not job.suspended:
         p.suspend.append((name, True))
-    elif not settings.suspend and job.suspended and not queued:
-        p.suspend.append((name, False))
+    elif not suspend and job.suspended and not queued(settings.spec, component):
+        p.suspend.append((name, False))  # a queued Job is Kueue's to resume

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,16 @@ from pydantic import ValidationError
 
 from rlrun.operator.api import RLRun
 from rlrun.operator.kube import Kube
-from rlrun.operator.names import APP_NAME, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME
+from rlrun.operator.names import (
+    PROGRESS_TOKEN_KEY,
+    SUFFIX_ORCHESTRATOR,
+    SUFFIX_PROGRESS,
+    SUFFIX_TRAINER,
+    child_name,
+)
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore
-from rlrun.operator.reconcile import PROGRESS_SECRET_SUFFIX, PROGRESS_TOKEN_KEY, Plan, RunSettings, plan
+from rlrun.operator.reconcile import Plan, RunSettings, plan
 from rlrun.operator.reconcile_errors import describe_error, report_error
 from rlrun.operator.render import render_children
 from rlrun.operator.restarts import StallPolicy
@@ -53,6 +60,12 @@ RECONCILE_SECONDS = Histogram(
 )
 
 Key = tuple[str, str]
+CREATE_ONLY_CHILDREN = (
+    ("batch/v1", "Job", SUFFIX_TRAINER),
+    ("batch/v1", "Job", SUFFIX_ORCHESTRATOR),
+    ("v1", "Secret", SUFFIX_PROGRESS),
+)
+"""Children never re-applied: when their labels were edited away they are found by owner reference."""
 
 
 class StaleRead(Exception):
@@ -103,6 +116,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         state = self._runs.pop(key, None)
+        self._tokens.pop((namespace, f"{name}{SUFFIX_PROGRESS}"), None)  # a new run, a new Secret
         if state and state.requeue:
             state.requeue.cancel()
         self.store.forget(key)
@@ -175,21 +189,31 @@ class Reconciler:
                 {"phase": "Failed", "reason": "InvalidSpec", "message": str(e)[:4000]},
             )
             return None
-        settings = RunSettings.from_body(body, self.stall)
+        settings = RunSettings(run, self.stall)
         stored = RunStatus.from_dict(body.get("status"))
         try:
-            objects, pods = await asyncio.to_thread(self.kube.list_children, namespace, name)
+            expected = tuple(
+                (api_version, kind, child_name(name, suffix))
+                for api_version, kind, suffix in CREATE_ONLY_CHILDREN
+            )
+            objects, pods = await asyncio.to_thread(
+                self.kube.list_children, namespace, name, run.metadata.uid or "", expected
+            )
             children = observe(objects, pods)
             report = self.store.newest(key, stored.progress, stored.orchestrator.attempt)
-            decided = plan(
-                settings,
-                lambda attempt: render_children(run, trainer_attempt=attempt),
-                children,
-                stored,
-                report,
-                self.clock(),
-                self.progress_url,
-            )
+            secret = child_name(name, SUFFIX_PROGRESS)
+            token = None if children.has("Secret", secret) else secrets.token_urlsafe(32)
+
+            def render(trainer_attempt: int, orchestrator_attempt: int) -> list[dict[str, Any]]:
+                return render_children(
+                    run,
+                    trainer_attempt=trainer_attempt,
+                    orchestrator_attempt=orchestrator_attempt,
+                    progress_url=self.progress_url,
+                    progress_token=token,
+                )
+
+            decided = plan(settings, render, children, stored, report, self.clock())
             await asyncio.to_thread(self._write, body, decided)
         except StaleRead:
             raise
@@ -234,18 +258,15 @@ class Reconciler:
             for api_version, kind, child in p.delete:
                 action = f"delete {kind} {child}"
                 self.kube.delete(api_version, kind, ns, child)
-            if p.ensure_progress_secret:
-                action = f"create Secret {name}{PROGRESS_SECRET_SUFFIX}"
-                labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name, LABEL_COMPONENT: "orchestrator"}
-                self.kube.create_progress_secret(
-                    body, f"{name}{PROGRESS_SECRET_SUFFIX}", PROGRESS_TOKEN_KEY, labels
-                )
             for obj in p.create:
                 action = f"create {obj['kind']} {obj['metadata']['name']}"
                 self.kube.create(obj)
             for obj in p.apply:
                 action = f"apply {obj['kind']} {obj['metadata']['name']}"
                 self.kube.apply(obj)
+            for job, labels in p.relabel:
+                action = f"relabel Job {job}"
+                self.kube.merge_patch("batch/v1", "Job", ns, job, {"metadata": {"labels": labels}})
             for job, suspend in p.suspend:
                 action = f"patch Job {job} suspend={suspend}"
                 self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})

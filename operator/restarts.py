@@ -14,16 +14,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Literal
 
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    max_restarts: int = 3
-    backoff_base_seconds: float = 10.0
-    backoff_cap_seconds: float = 300.0
-
-    def backoff(self, restart: int) -> float:
-        """Delay before restart number `restart` (1-based): base, 2*base, 4*base, ... capped."""
-        return min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** max(0, restart - 1))
+from rlrun.operator.api import FailurePolicy
 
 
 @dataclass(frozen=True)
@@ -44,9 +35,10 @@ class Decision:
 
 
 def on_group_failure(
-    policy: RestartPolicy, state: GroupState, now: datetime, group: str, cause: str
+    policy: FailurePolicy, state: GroupState, now: datetime, group: str, cause: str
 ) -> Decision:
-    """Decide what a failure of `group` (e.g. 'trainer') at attempt `state.attempt` leads to."""
+    """Decide what a failure of `group` (e.g. 'trainer') at attempt `state.attempt` leads to. The limits
+    and the backoff formula are the spec's own (`FailurePolicy`): one source for both."""
     if state.restarts >= policy.max_restarts:
         return Decision(
             "give_up",
@@ -54,8 +46,8 @@ def on_group_failure(
             f"{group} failed ({cause}) after {state.restarts} restarts; failurePolicy.maxRestarts is "
             f"{policy.max_restarts} (raise it to allow more restarts)",
         )
+    delay = policy.backoff(state.restarts)
     restarts = state.restarts + 1
-    delay = policy.backoff(restarts)
     new = replace(
         state, restarts=restarts, attempt=state.attempt + 1, not_before=now + timedelta(seconds=delay)
     )

@@ -28,7 +28,7 @@ import hashlib
 from typing import Any
 
 from rlrun.operator import names
-from rlrun.operator.api import PodScheduling, ResourceRequirements, RLRun, to_runtime_config
+from rlrun.operator.api import PodScheduling, ResourceRequirements, RLRun, RLRunSpec, to_runtime_config
 
 Manifest = dict[str, Any]
 
@@ -255,15 +255,23 @@ def service(
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(run, suffix, component), "spec": spec}
 
 
-def job_suspend(run: RLRun) -> dict[str, Any]:
-    """`suspend` for the run's Jobs. With a Kueue queue and no user suspend the field is left out, so
-    Kueue's admission (which suspends and later resumes the Job) owns it and apply never fights it."""
-    if run.spec.suspend:
-        return {"suspend": True}
-    if run.spec.queue_name:
-        return {}
-    return {"suspend": False}
+def queued(spec: RLRunSpec, component: str) -> bool:
+    """THE Kueue rule: with `spec.queueName`, only the trainer Job (the GPU gang) is queued."""
+    return bool(spec.queue_name) and component == names.COMPONENT_TRAINER
 
 
-def job_labels(run: RLRun) -> dict[str, str]:
-    return {names.LABEL_KUEUE_QUEUE: run.spec.queue_name} if run.spec.queue_name else {}
+def job_suspend(run: RLRun, component: str) -> bool:
+    """`suspend` a Job is created with: true while the run is suspended, and true for a queued Job (Kueue
+    admits it by resuming it; the operator never resumes a queued Job)."""
+    return run.spec.suspend or queued(run.spec, component)
+
+
+def job_labels(run: RLRun, component: str) -> dict[str, str]:
+    if queued(run.spec, component):
+        return {names.LABEL_KUEUE_QUEUE: run.spec.queue_name or ""}
+    return {}
+
+
+def attempt_env(attempt: int) -> dict[str, str]:
+    """RLRUN_ATTEMPT: which restart attempt a Job's pods belong to (progress reports carry it)."""
+    return {"name": "RLRUN_ATTEMPT", "value": str(attempt)}

@@ -1,6 +1,8 @@
-"""The orchestrator: a one-pod Job (its success ends the run) + a Service for its status endpoint.
+"""The orchestrator: a one-pod Job (its success ends the run), a Service for its status endpoint, and the
+Secret with the bearer token it pushes progress with.
 
 backoffLimit 0 and restartPolicy Never: the operator, not the Job controller, decides and counts restarts.
+The token is an input (the operator draws one for a run that has no Secret yet), so rendering stays pure.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import (
     Manifest,
+    attempt_env,
     container,
     job_labels,
     job_suspend,
     metadata,
     pod_template,
+    run_name,
     service,
 )
 
@@ -32,7 +36,35 @@ def upload_env(run: RLRun) -> list[dict[str, Any]]:
     return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}} for k in S3_KEYS]
 
 
-def render_orchestrator(run: RLRun) -> list[Manifest]:
+def progress_env(run: RLRun, progress_url: str | None) -> list[dict[str, Any]]:
+    """Where and with what token the orchestrator pushes progress (no URL: it only writes progress.json)."""
+    secret = names.child_name(run_name(run), names.SUFFIX_PROGRESS)
+    env: list[dict[str, Any]] = [
+        {
+            "name": "RLRUN_PROGRESS_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": names.PROGRESS_TOKEN_KEY}},
+        }
+    ]
+    if progress_url:
+        path = names.PROGRESS_PATH.format(namespace=run.metadata.namespace or "default", name=run_name(run))
+        env.append({"name": "RLRUN_PROGRESS_URL", "value": progress_url.rstrip("/") + path})
+    return env
+
+
+def render_progress_secret(run: RLRun, token: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(run, names.SUFFIX_PROGRESS, C),
+        "type": "Opaque",
+        "stringData": {names.PROGRESS_TOKEN_KEY: token},
+    }
+
+
+def render_orchestrator(
+    run: RLRun, *, attempt: int = 0, progress_url: str | None = None, progress_token: str | None = None
+) -> list[Manifest]:
+    """`progress_token` None leaves the Secret out (it exists already; its token is never rotated)."""
     orch = run.spec.orchestrator
     main = container(
         run,
@@ -41,18 +73,27 @@ def render_orchestrator(run: RLRun) -> list[Manifest]:
         command=["rlrun-orchestrator"],
         ports=PORTS,
         spec_resources=orch.resources,
-        extra_env=[{"name": "RLRUN_PORT", "value": str(names.ORCHESTRATOR_PORT)}, *upload_env(run)],
+        extra_env=[
+            {"name": "RLRUN_PORT", "value": str(names.ORCHESTRATOR_PORT)},
+            *upload_env(run),
+            attempt_env(attempt),
+            *progress_env(run, progress_url),
+        ],
     )
+    attempt_label = {names.LABEL_ORCHESTRATOR_ATTEMPT: str(attempt)}
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(run, names.SUFFIX_ORCHESTRATOR, C, job_labels(run)),
+        "metadata": metadata(run, names.SUFFIX_ORCHESTRATOR, C, {**attempt_label, **job_labels(run, C)}),
         "spec": {
-            **job_suspend(run),
+            "suspend": job_suspend(run, C),
             "completions": 1,
             "parallelism": 1,
             "backoffLimit": 0,
-            "template": pod_template(run, C, main, orch.scheduling, restart_policy="Never"),
+            "template": pod_template(
+                run, C, main, orch.scheduling, restart_policy="Never", labels=attempt_label
+            ),
         },
     }
-    return [service(run, names.SUFFIX_ORCHESTRATOR, C, PORTS), job]
+    secret = [render_progress_secret(run, progress_token)] if progress_token is not None else []
+    return [*secret, service(run, names.SUFFIX_ORCHESTRATOR, C, PORTS), job]

@@ -12,6 +12,7 @@ from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import (
     Manifest,
+    attempt_env,
     container,
     job_labels,
     job_suspend,
@@ -58,6 +59,7 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
                 "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
             },
         },
+        attempt_env(attempt),
     ]
     main = container(
         run,
@@ -75,9 +77,9 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(run, names.SUFFIX_TRAINER, C, {**attempt_label, **job_labels(run)}),
+        "metadata": metadata(run, names.SUFFIX_TRAINER, C, {**attempt_label, **job_labels(run, C)}),
         "spec": {
-            **job_suspend(run),
+            "suspend": job_suspend(run, C),
             "completionMode": "Indexed",
             "completions": tr.nodes,
             "parallelism": tr.nodes,

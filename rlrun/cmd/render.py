@@ -12,11 +12,23 @@ from rlrun.cli import command
 def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="RLRun YAML (one or more documents); '-' reads stdin")
     p.add_argument("-n", "--namespace", help="namespace to render into (default: the file's, else none)")
-    p.add_argument("--trainer-attempt", type=int, default=0, help="trainer group attempt label (default 0)")
+    p.add_argument("--trainer-attempt", type=int, default=0, help="trainer group attempt (default 0)")
+    p.add_argument("--orchestrator-attempt", type=int, default=0, help="orchestrator attempt (default 0)")
+    p.add_argument(
+        "--progress-url",
+        help="base URL pods reach the operator's progress endpoint at (the operator's --progress-url)",
+    )
 
 
-@command("render", "print every Kubernetes child of an RLRun as a YAML stream", _render_args)
+@command(
+    "render",
+    "print every Kubernetes child of an RLRun as a YAML stream: exactly what the operator creates "
+    "(the progress Secret gets a fresh random token, as for a new run)",
+    _render_args,
+)
 def render(args: argparse.Namespace) -> int:
+    import secrets
+
     import yaml
     from pydantic import ValidationError
 
@@ -34,7 +46,13 @@ def render(args: argparse.Namespace) -> int:
         except ValidationError as e:
             print(f"{args.file} (document {i}): invalid RLRun:\n{e}", file=sys.stderr)
             return 2
-        children += render_children(run, trainer_attempt=args.trainer_attempt)
+        children += render_children(
+            run,
+            trainer_attempt=args.trainer_attempt,
+            orchestrator_attempt=args.orchestrator_attempt,
+            progress_url=args.progress_url,
+            progress_token=secrets.token_urlsafe(32),
+        )
     sys.stdout.write(dump_yaml_stream(children))
     return 0
 

@@ -149,6 +149,38 @@ CASES = [
         ("spec.storage.size", "should match"),
         ("storage.size", "should match pattern"),
     ),
+    # Quantities everywhere one is taken: a bad one used to pass admission and fail later, at the child.
+    Case(
+        "bad-cpu-request",
+        run_doc(spec={"trainer": {"resources": {"requests": {"cpu": "many"}}}}),
+        ("spec.trainer.resources.requests.cpu", "should match"),
+        ("trainer.resources.requests.cpu", "should match pattern"),
+    ),
+    Case(
+        "bad-memory-limit",
+        run_doc(spec={"inference": {"resources": {"limits": {"memory": "16 GB"}}}}),
+        ("spec.inference.resources.limits.memory", "should match"),
+        ("inference.resources.limits.memory", "should match pattern"),
+    ),
+    # Strict types where the CRD is strict: pydantic used to coerce these, the API server never did.
+    Case(
+        "suspend-not-a-boolean",
+        run_doc(spec={"suspend": "yes"}),
+        ("spec.suspend", "must be of type boolean"),
+        ("spec.suspend", "Input should be a valid boolean"),
+    ),
+    Case(
+        "nodes-as-a-string",
+        run_doc(spec={"trainer": {"nodes": "2"}}),
+        ("spec.trainer.nodes", "must be of type integer"),
+        ("trainer.nodes", "Input should be a valid integer"),
+    ),
+    Case(
+        "upload-enabled-as-a-number",
+        run_doc(spec={"sampleUpload": {"enabled": 1, "bucket": "b"}}),
+        ("spec.sampleUpload.enabled", "must be of type boolean"),
+        ("sampleUpload.enabled", "Input should be a valid boolean"),
+    ),
 ]
 
 

@@ -1,13 +1,20 @@
-"""Shared by the operator and lifecycle integration tests: install the CRD, run the operator in-process
-(namespaced, fast timer), create runs from the example, read objects as JSON.
+"""Shared by the operator and lifecycle integration tests (and bench/bench_operator.py): install the CRD,
+run the operator in-process (`OperatorThread`: namespaced, fast timer) or as the real `rlrun operator`
+process, create runs from the example, read objects as JSON.
 
 Imported by name: each folder's conftest.py puts this folder on sys.path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,10 +24,45 @@ from controlplane import wait_until
 
 from rlrun.operator import names
 from rlrun.operator.crd import crd_yaml
-from rlrun.operator.main import OperatorConfig, OperatorThread
+from rlrun.operator.kube import Kube
+from rlrun.operator.main import OperatorConfig, serve
 from rlrun.operator.restarts import StallPolicy
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "manifests/examples/color-codeword.yaml"
+
+
+class OperatorThread:
+    """The operator in a background thread with its own loop: for tests and benchmarks."""
+
+    def __init__(self, config: OperatorConfig, kube_factory: Callable[[Any], Kube] = Kube) -> None:
+        self.config, self.stop_flag, self.ready_flag = config, threading.Event(), threading.Event()
+        self.kube_factory = kube_factory
+        self.error: BaseException | None = None
+        self.progress_port = 0
+        self.thread = threading.Thread(target=self._run, name="rlrun-operator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(serve(self.config, self.stop_flag, self.ready_flag, self._bound, self.kube_factory))
+        except BaseException as e:  # surfaced by start()/stop()
+            self.error = e
+            self.ready_flag.set()
+
+    def _bound(self, port: int) -> None:
+        self.progress_port = port
+
+    def start(self, timeout: float = 30) -> OperatorThread:
+        self.thread.start()
+        if not self.ready_flag.wait(timeout) or self.error:
+            self.stop()
+            raise RuntimeError(f"operator did not start within {timeout}s") from self.error
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"operator thread did not stop within {timeout}s")
 
 
 def install_crd(kube: Any) -> None:
@@ -39,7 +81,9 @@ def install_crd(kube: Any) -> None:
 
 
 @contextmanager
-def running_operator(kube: Any, namespace: str, **overrides: Any) -> Iterator[OperatorThread]:
+def running_operator(
+    kube: Any, namespace: str, kube_factory: Callable[[Any], Kube] = Kube, **overrides: Any
+) -> Iterator[OperatorThread]:
     config = OperatorConfig(
         namespaces=[namespace],
         kubeconfig=str(kube.kubeconfig),
@@ -51,7 +95,7 @@ def running_operator(kube: Any, namespace: str, **overrides: Any) -> Iterator[Op
     )
     for key, value in overrides.items():
         setattr(config, key, value)
-    op = OperatorThread(config).start(timeout=30)
+    op = OperatorThread(config, kube_factory).start(timeout=30)
     try:
         yield op
     finally:
@@ -108,3 +152,21 @@ def pods(kube: Any, namespace: str, component: str, run: str = "demo") -> list[d
 def events(kube: Any, namespace: str) -> list[str]:
     items = [e for e in get(kube, namespace, "events")["items"] if e["involvedObject"]["kind"] == "RLRun"]
     return [e["reason"] for e in sorted(items, key=lambda e: e["metadata"]["creationTimestamp"])]
+
+
+def operator_process(
+    kube: Any, namespace: str, log_path: Path, *extra: str, kubeconfig: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The real `rlrun operator` command (its own process, signals and all), logging to `log_path`."""
+    cmd = [str(Path(sys.executable).parent / "rlrun"), "operator", "--namespace", namespace,
+           "--kubeconfig", str(kubeconfig or kube.kubeconfig), "--interval", "1", *extra]  # fmt: skip
+    log = open(log_path, "wb")  # noqa: SIM115 (owned by the process)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a test's operator process (and its group) if it is still there."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import yaml
 from chart import CHART, MANIFESTS, NAMESPACE, OPERATOR, RELEASE, helm
 from controlplane import write_kubeconfig
 
-from rlrun.operator.main import OperatorConfig, OperatorThread
+from rlrun.operator.main import OperatorConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+from operator_harness import OperatorThread
 
 pytestmark = pytest.mark.cluster
 

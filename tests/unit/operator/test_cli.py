@@ -19,8 +19,11 @@ def test_render_prints_every_child_of_an_example(capsys):
     path = REPO / "examples" / "multi-node.yaml"
     assert main(["render", str(path), "-n", "team"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    token = secret["stringData"]["token"]
+    assert len(token) >= 32  # a fresh random token, as the operator draws for a new run
     expected = render_children(RLRun.model_validate({**yaml.safe_load(path.read_text())} | {
-        "metadata": {"name": "qwen2-vl-7b-multinode", "namespace": "team"}}))  # fmt: skip
+        "metadata": {"name": "qwen2-vl-7b-multinode", "namespace": "team"}}), progress_token=token)  # fmt: skip
     assert docs == expected
     assert {d["kind"] for d in docs} >= {"PersistentVolumeClaim", "Job", "Deployment", "NetworkPolicy"}
 

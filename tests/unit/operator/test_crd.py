@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from rlrun.operator import names
-from rlrun.operator.api import RLRunSpec
+from rlrun.operator.api import QUANTITY_PATTERN, RLRunSpec
 from rlrun.operator.crd import CRD_PATHS, crd_manifest, generated_files, structural_schema
 
 REPO = Path(__file__).resolve().parents[3]
@@ -62,7 +62,9 @@ def test_cel_rules_and_descriptions_survive():
     assert props["multimodal"]["properties"]["featureTTLSeconds"]["default"] == 1800.0
     assert props["trainer"]["properties"]["clipEpsilon"]["exclusiveMinimum"] is True
     assert props["inference"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"] == {
-        "x-kubernetes-int-or-string": True
+        "x-kubernetes-int-or-string": True,
+        "pattern": QUANTITY_PATTERN,
+        "maxLength": 32,
     }
     assert props["envWorkers"]["properties"]["environment"]["properties"]["args"][
         "x-kubernetes-preserve-unknown-fields"

@@ -3,7 +3,8 @@ RLRuns, started the way the kubelet would start it, resolves through the runtime
 parsing (`settings_from(argv, environ)`, no server started) to a listen port that the Service targets and
 to peer URLs that reach the right component's listening port.
 
-Jobs are taken after `finish_job` (what the operator really creates: attempt, progress URL and token).
+Children are rendered with what the operator passes (attempts, progress URL and token): render is the only
+producer of what the operator writes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from torch.distributed.run import get_args_parser
 
 from rlrun.operator.api import RLRun
 from rlrun.operator.progress import ProgressStore, progress_app
-from rlrun.operator.reconcile import RunSettings, finish_job
 from rlrun.operator.render import render_children
 from rlrun.runtime.config import Progress
 
@@ -44,12 +44,16 @@ PEER_ENV = {"RLRUN_INFERENCE_URLS": "inference", "RLRUN_ENV_WORKER_URLS": "env-w
 
 
 def children(path: Path) -> list[dict[str, Any]]:
-    """What the operator creates for the example: rendered children, Jobs stamped by finish_job."""
+    """What the operator creates for the example at attempt ATTEMPT of both groups."""
     doc = yaml.safe_load(path.read_text())
     doc["metadata"].update(namespace=NAMESPACE, uid="uid-1", generation=1)
-    settings = RunSettings.from_body(doc)
-    out = render_children(RLRun.model_validate(doc), trainer_attempt=ATTEMPT)
-    return [finish_job(o, settings, ATTEMPT, OPERATOR_URL) if o["kind"] == "Job" else o for o in out]
+    return render_children(
+        RLRun.model_validate(doc),
+        trainer_attempt=ATTEMPT,
+        orchestrator_attempt=ATTEMPT,
+        progress_url=OPERATOR_URL,
+        progress_token=TOKEN,
+    )
 
 
 def pod_env(container: dict[str, Any]) -> dict[str, str]:

@@ -221,11 +221,16 @@ def test_suspend_scales_to_zero_and_suspends_jobs(make_run):
             assert c["spec"]["suspend"] is True
 
 
-def test_kueue_owns_suspend_when_queued(make_run):
-    for c in render_children(make_run({"queueName": "team-a"})):
-        if c["kind"] == "Job":
-            assert c["metadata"]["labels"][names.LABEL_KUEUE_QUEUE] == "team-a"
-            assert "suspend" not in c["spec"]
+def test_kueue_queues_only_the_trainer_created_suspended(make_run):
+    jobs = {
+        c["metadata"]["labels"][names.LABEL_COMPONENT]: c
+        for c in render_children(make_run({"queueName": "team-a"}))
+        if c["kind"] == "Job"
+    }
+    assert jobs["trainer"]["metadata"]["labels"][names.LABEL_KUEUE_QUEUE] == "team-a"
+    assert jobs["trainer"]["spec"]["suspend"] is True  # Kueue admits it by resuming it
+    assert names.LABEL_KUEUE_QUEUE not in jobs["orchestrator"]["metadata"]["labels"]
+    assert jobs["orchestrator"]["spec"]["suspend"] is False
 
 
 def test_user_env_labels_and_scheduling_reach_the_pods(make_run):

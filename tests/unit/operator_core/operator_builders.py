@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 
 from rlrun.operator.api import RLRun
+from rlrun.operator.reconcile import RunSettings
 from rlrun.operator.render import render_children
+from rlrun.operator.restarts import StallPolicy
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "manifests/examples/color-codeword.yaml"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -26,9 +28,23 @@ def body(**spec: Any) -> dict[str, Any]:
     return data
 
 
+URL = "http://operator:8081"
+
+
 def rendered(data: dict[str, Any]):
+    """The renderer a pass gets: the operator's progress URL, and a token for a Secret still to create."""
     run = RLRun.model_validate(data)
-    return lambda attempt: render_children(run, trainer_attempt=attempt)
+    return lambda trainer=0, orchestrator=0: render_children(
+        run,
+        trainer_attempt=trainer,
+        orchestrator_attempt=orchestrator,
+        progress_url=URL,
+        progress_token="test-token",
+    )
+
+
+def settings(data: dict[str, Any], stall: StallPolicy | None = None) -> RunSettings:
+    return RunSettings(RLRun.model_validate(data), stall or StallPolicy())
 
 
 def observed(desired: list[dict[str, Any]], ready: bool = True, attempts: dict[str, int] | None = None):

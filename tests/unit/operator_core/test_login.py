@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from rlrun.operator.handlers import bearer_token, connection_info
+from rlrun.operator.kube import bearer_token, connection_info
 
 
 def _kubeconfig(path: Path, user: dict[str, str]) -> Path:

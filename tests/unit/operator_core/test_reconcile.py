@@ -1,18 +1,17 @@
 """plan() scenarios, one per lifecycle rule, each a pass (or a few) over data: no cluster."""
 
-from operator_builders import T0, body, find, later, observed, pod, rendered
+from operator_builders import T0, URL, body, find, later, observed, pod, rendered
+from operator_builders import settings as settings_of
 
 from rlrun.operator.observe import observe
-from rlrun.operator.reconcile import RunSettings, plan
+from rlrun.operator.reconcile import plan
 from rlrun.operator.restarts import GroupState, StallPolicy
 from rlrun.operator.status import RunStatus
 
-URL = "http://operator:8081"
-
 
 def run_pass(data, children, stored=None, now=T0, progress=None, stall=None):
-    settings = RunSettings.from_body(data, stall)
-    return plan(settings, rendered(data), children, stored or RunStatus(), progress, now, URL)
+    settings = settings_of(data, stall)
+    return plan(settings, rendered(data), children, stored or RunStatus(), progress, now)
 
 
 def names(objs):
@@ -24,7 +23,8 @@ def test_fresh_run_creates_every_child_with_attempt_and_progress_wiring():
     p = run_pass(data, observe([]))
     desired = rendered(data)(0)
     assert names(p.apply + p.create) == names(desired)
-    assert {o["kind"] for o in p.create} == {"Job"}
+    assert {o["kind"] for o in p.create} == {"Job", "Secret"}
+    assert p.create == [o for o in desired if o["kind"] in ("Job", "Secret")]  # exactly as rendered
     orch = find(p.create, "Job", "orchestrator")
     env = {e["name"]: e for e in orch["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RLRUN_ATTEMPT"]["value"] == "0"
@@ -32,7 +32,7 @@ def test_fresh_run_creates_every_child_with_attempt_and_progress_wiring():
     assert env["RLRUN_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "color-codeword-progress"
     assert orch["metadata"]["labels"]["rlrun.dev/orchestrator-attempt"] == "0"
     assert find(p.create, "Job", "trainer")["spec"]["suspend"] is False
-    assert p.ensure_progress_secret and p.status.phase == "Pending" and p.status.start_time == T0
+    assert p.status.phase == "Pending" and p.status.start_time == T0
     assert [e.reason for e in p.events] == ["Pending"]
     assert p.status.condition("TrainerReady")["reason"] == "Missing"
 
@@ -143,16 +143,19 @@ def test_deadline_fails_the_run_and_ttl_deletes_it_later():
     assert run_pass(data, observe([]), p.status, now=later(91)).delete_run
 
 
-def test_kueue_trainer_is_created_suspended_with_the_queue_label_and_left_to_kueue():
+def test_kueue_rule_only_the_trainer_is_queued_created_suspended_and_left_to_kueue():
     data = body(queueName="gpu-queue")
     p = run_pass(data, observe([]))
-    trainer = find(p.create, "Job", "trainer")
+    trainer, orch = find(p.create, "Job", "trainer"), find(p.create, "Job", "orchestrator")
     assert trainer["spec"]["suspend"] is True
     assert trainer["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-    assert find(p.create, "Job", "orchestrator")["spec"]["suspend"] is False
+    assert orch["spec"]["suspend"] is False and "kueue.x-k8s.io/queue-name" not in orch["metadata"]["labels"]
     objs = observed(rendered(data)(0))
-    find(objs, "Job", "trainer")["spec"]["suspend"] = True
-    assert run_pass(data, observe(objs), p.status).suspend == []
+    assert find(objs, "Job", "trainer")["spec"]["suspend"] is True
+    assert run_pass(data, observe(objs), p.status).suspend == []  # never resumed by the operator
+    # the user suspends the run: the operator suspends both; resuming leaves the trainer to Kueue again
+    suspended = run_pass(dict(data, spec={**data["spec"], "suspend": True}), observe(objs), p.status)
+    assert suspended.suspend == [("color-codeword-orchestrator", True)]
 
 
 def test_stall_sets_the_condition_emits_an_event_and_restarts_the_trainer_group():

@@ -4,9 +4,10 @@ import json
 
 from kubernetes.client.exceptions import ApiException
 from operator_builders import T0, body, later, observed, rendered
+from operator_builders import settings as settings_of
 
 from rlrun.operator.observe import observe
-from rlrun.operator.reconcile import RunSettings, plan
+from rlrun.operator.reconcile import plan
 from rlrun.operator.reconcile_errors import describe_error, report_error
 from rlrun.operator.status import RunStatus
 
@@ -48,7 +49,7 @@ def test_first_failure_sets_the_condition_and_one_event_then_repeats_write_nothi
 
 def test_a_successful_pass_clears_the_condition_and_never_adds_one():
     data = body()
-    settings = RunSettings.from_body(data)
+    settings = settings_of(data)
     children = observe(observed(rendered(data)(0)))
     failed = report_error(RunStatus(observed_generation=1, start_time=T0), forbidden(), T0)
     p = plan(settings, rendered(data), children, RunStatus(conditions=failed.conditions), None, later(5))

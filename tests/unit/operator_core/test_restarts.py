@@ -2,9 +2,9 @@ from datetime import timedelta
 
 from operator_builders import T0
 
+from rlrun.operator.api import FailurePolicy
 from rlrun.operator.restarts import (
     GroupState,
-    RestartPolicy,
     StallPolicy,
     on_group_failure,
     stall_threshold,
@@ -12,13 +12,17 @@ from rlrun.operator.restarts import (
 )
 
 
-def test_backoff_doubles_from_base_and_stops_at_cap():
-    policy = RestartPolicy(max_restarts=10, backoff_base_seconds=5, backoff_cap_seconds=30)
-    assert [policy.backoff(n) for n in range(1, 6)] == [5, 10, 20, 30, 30]
+def test_restart_delays_double_from_base_and_stop_at_cap():
+    policy = FailurePolicy(max_restarts=10, backoff_seconds=5, backoff_max_seconds=30)
+    state, delays = GroupState(), []
+    for _ in range(5):
+        state = on_group_failure(policy, state, T0, "trainer", "x").state
+        delays.append((state.not_before - T0).total_seconds())
+    assert delays == [5, 10, 20, 30, 30]
 
 
 def test_failure_counts_a_restart_bumps_the_attempt_and_sets_the_backoff_deadline():
-    policy = RestartPolicy(max_restarts=2, backoff_base_seconds=4, backoff_cap_seconds=60)
+    policy = FailurePolicy(max_restarts=2, backoff_seconds=4, backoff_max_seconds=60)
     first = on_group_failure(policy, GroupState(), T0, "trainer", "pod x failed")
     assert first.action == "restart"
     assert first.state == GroupState(restarts=1, attempt=1, not_before=T0 + timedelta(seconds=4))
@@ -27,7 +31,7 @@ def test_failure_counts_a_restart_bumps_the_attempt_and_sets_the_backoff_deadlin
 
 
 def test_failure_past_max_restarts_gives_up_naming_the_field():
-    policy = RestartPolicy(max_restarts=1)
+    policy = FailurePolicy(max_restarts=1)
     decision = on_group_failure(policy, GroupState(restarts=1, attempt=1), T0, "trainer", "pod x failed")
     assert decision.action == "give_up"
     assert decision.state == GroupState(restarts=1, attempt=1)

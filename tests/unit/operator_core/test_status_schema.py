@@ -8,11 +8,12 @@ committed CRD's status schema; the cluster-side round trip is tests/integration/
 from typing import Any
 
 from operator_builders import T0, body, find, later, observed, pod, rendered
+from operator_builders import settings as settings_of
 
 from rlrun.operator.crd import crd_manifest
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore, to_status
-from rlrun.operator.reconcile import RunSettings, plan
+from rlrun.operator.reconcile import plan
 from rlrun.operator.restarts import GroupState, StallPolicy, stall_threshold
 from rlrun.operator.status import RunStatus
 from rlrun.runtime.config import Progress
@@ -70,7 +71,7 @@ def test_operator_restarted_during_a_trainer_backoff_still_waits():
     data = body(**FAST)
     objs = observed(rendered(data)(0))
     trainer = find(objs, "Job", "trainer")
-    settings = RunSettings.from_body(data)
+    settings = settings_of(data)
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
     failed = observe(objs, [pod(trainer, "color-codeword-trainer-0-x", "Failed")])
     p = plan(settings, rendered(data), failed, stored, None, T0)
@@ -88,7 +89,7 @@ def test_orchestrator_attempt_survives_a_restart_apart_from_the_trainers():
     data = body(**FAST)
     objs = observed(rendered(data)(0))
     orch = find(objs, "Job", "orchestrator")
-    settings = RunSettings.from_body(data)
+    settings = settings_of(data)
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
     failed = observe(objs, [pod(orch, "color-codeword-orchestrator-x", "Failed")])
     back = restored(plan(settings, rendered(data), failed, stored, None, T0).status)
@@ -103,7 +104,7 @@ def test_orchestrator_attempt_survives_a_restart_apart_from_the_trainers():
 def test_step_history_survives_so_stall_detection_keeps_its_threshold():
     data = body()
     objs = observe(observed(rendered(data)(0)))
-    settings = RunSettings.from_body(data)
+    settings = settings_of(data)
     report = to_status(Progress(run_id="run-a", step=7, max_steps=10, step_seconds=120.0, updated_at=T0))
     stored = RunStatus(phase="Running", observed_generation=1, start_time=T0)
     back = restored(plan(settings, rendered(data), objs, stored, report, later(1)).status)
