@@ -85,6 +85,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         state = self._runs.pop(key, None)
+        self._tokens.pop((namespace, f"{name}{PROGRESS_SECRET_SUFFIX}"), None)  # a new run, a new Secret
         if state and state.requeue:
             state.requeue.cancel()
         self.store.forget(key)
