@@ -10,8 +10,8 @@
 #   /opt/vllm   vllm + rlrun     GPU inference (`python -m rlrun.runtime.inference.vllm_server`; first on PATH)
 #
 # Rebuilds are incremental: each venv gets its third-party packages from pyproject.toml alone (a layer that
-# only a dependency change invalidates, downloads kept in a cache mount), then the project itself with
-# --no-deps; a code-only change never reinstalls torch.
+# only a pyproject.toml change invalidates, downloads kept in a cache mount), then the project itself with
+# --no-deps; a code-only (or README) change never reinstalls torch.
 #
 # PYTHON_BASE is any Debian bookworm image with python3 >= 3.11 and pip (the tests build FROM a local
 # debootstrap image: tools/realnode/build.sh). It is pinned to a Debian release: the floating
@@ -28,11 +28,12 @@ ARG UV_VERSION
 ENV UV_LINK_MODE=copy UV_CACHE_DIR=/root/.cache/uv PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml ./
 
 FROM builder AS build-operator
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra operator
+COPY setup.py README.md ./
 COPY rlrun ./rlrun
 COPY operator ./operator
 COPY runtime ./runtime
@@ -41,6 +42,7 @@ RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[operat
 FROM builder AS build-runtime
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra runtime
+COPY setup.py README.md ./
 COPY rlrun ./rlrun
 COPY operator ./operator
 COPY runtime ./runtime

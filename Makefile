@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 export UV_CACHE_DIR ?= $(HOME)/.cache/rlrun/uv
 export UV_LINK_MODE ?= copy
 
-.PHONY: setup tools test lint demo clean
+.PHONY: setup tools realnode-tools test test-realnode lint demo clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml setup.py
@@ -23,6 +23,10 @@ tools:
 	@tools/minio/build.sh >/dev/null
 	@tools/helm/fetch.sh >/dev/null
 
+# The real single-node Kubernetes of tests/realnode (kubelet, kube-proxy, CoreDNS, base image; needs root).
+realnode-tools: tools
+	@tools/realnode/build.sh >/dev/null
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -31,7 +35,13 @@ lint: setup
 # and recompiling torch from source costs each one seconds of CPU.
 test: setup tools lint
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
-	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q
+	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q -m "not realnode"
+
+# The product on a real node: images built from the Dockerfile, helm install, the example to Succeeded.
+test-realnode: setup realnode-tools
+	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) \
+	RLRUN_REALNODE_TOOLS=$$(tools/realnode/build.sh) RLRUN_HELM=$$(tools/helm/fetch.sh) \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/realnode
 
 demo: setup
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/rlrun local examples/color-codeword.yaml

@@ -1,0 +1,83 @@
+"""The real-node tier: one real single-node Kubernetes per test session (realnode.py, node.sh), with the
+operator and runtime images built from the project's Dockerfile (images.py) imported into its containerd.
+
+Run it with `make test-realnode` (root: namespaces, mounts and cgroups need it). Tests here are marked
+`realnode`; `make test` runs them as their own step after the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from images import IMPORTED, build_all, mark_imported
+from realnode import CACHE, RealNode, scratch_dir
+
+RUN_UID = 1000  # the pods' uid and gid (operator/names.py RUN_AS_USER)
+CONTAINERD_ROOT = CACHE / "realnode" / "containerd"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.realnode)
+
+
+@pytest.fixture(scope="session")
+def realnode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    if os.geteuid() != 0:
+        pytest.fail("the real-node tier needs root (network/mount/PID namespaces, cgroups)")
+    images = build_all(tmp_path_factory.mktemp("image-builds"), IMPORTED)
+    work = scratch_dir("rlrun-rn-")
+    node = RealNode(work, CONTAINERD_ROOT, [i.archive for i in images if i.archive.exists()])
+    node.start()
+    mark_imported(images, IMPORTED)
+    node.timings.update({f"{i.target}_image_bytes": i.size_bytes for i in images})
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def kubectl_json(realnode: RealNode) -> Callable[..., dict[str, Any] | None]:
+    def get(*args: str) -> dict[str, Any] | None:
+        proc = realnode.kubectl("get", *args, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    return get
+
+
+def volume_for(node: RealNode, namespace: str, run: str, owner: int = RUN_UID, mode: int = 0o755) -> Path:
+    """A pre-made hostPath PersistentVolume pre-bound (claimRef) to the claim the operator creates for
+    `run`, its directory owned by `owner`; returns the directory (readable from the host)."""
+    path = node.workdir / "volumes" / f"{namespace}-{run}"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, owner, owner)
+    path.chmod(mode)
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"pv-{namespace}-{run}"},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": f"{run}-assets"},
+        },
+    }
+    node.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    return path
