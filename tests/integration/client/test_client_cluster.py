@@ -54,7 +54,9 @@ def test_submit_watch_wait_reach_succeeded_with_the_reported_progress(
         run = client.submit(run_doc(), "demo", request_id="pipeline-1")
         assert run.metadata.uid and client.get("demo").metadata.uid == run.metadata.uid
         events = []
-        watcher = threading.Thread(target=lambda: events.extend(client.watch("demo", timeout=120)))
+        # the API server ends this watcher's stream every second: it must re-watch without losing a change
+        rewatching = admin(kube, namespace, watch_timeout=1)
+        watcher = threading.Thread(target=lambda: events.extend(rewatching.watch("demo", timeout=120)))
         watcher.start()
         wait_for(lambda: running_orchestrator(kube, namespace, "demo"), 60, "orchestrator pod Running")
         wait_for(lambda: client.get("demo").status.phase == "Running", 60, "Running")
