@@ -168,6 +168,8 @@ class Client(RunClient):
             try:
                 for line in self.kube.stream(self.kube.runs_path, query, server_timeout + WATCH_READ_MARGIN):
                     failing_since = None
+                    if not line.strip():
+                        continue
                     event = json.loads(line)
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -30,6 +31,8 @@ from rlrun.operator.kube import collection_path
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 RBAC_DENIAL = re.compile(r" cannot [a-z]+ resource ")
+THROTTLE_RETRIES = 5
+THROTTLE_MAX_DELAY = 5.0
 CONNECTION_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 """Raised by the transport when the server is unreachable, the connection drops or a read times out."""
 
@@ -79,7 +82,28 @@ class KubeApi:
         content_type: str = "application/json",
         timeout: float | tuple[float, float] | None = None,
     ) -> urllib3.HTTPResponse:
-        """One request; ApiException and transport errors are left to the caller."""
+        """One request; ApiException and transport errors are left to the caller. `429 Too Many
+        Requests` (API priority and fairness, a watch cache still initializing) is retried as the server
+        asks, at most THROTTLE_RETRIES times."""
+        for attempt in range(THROTTLE_RETRIES + 1):
+            try:
+                return self._raw(method, path, body, query, content_type, timeout)
+            except ApiException as e:
+                if e.status != 429 or attempt == THROTTLE_RETRIES:
+                    raise
+                delay = (status_body(e).get("details") or {}).get("retryAfterSeconds") or 1
+                time.sleep(min(float(delay), THROTTLE_MAX_DELAY))
+        raise AssertionError("unreachable")
+
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
+        timeout: float | tuple[float, float] | None,
+    ) -> urllib3.HTTPResponse:
         resp = self.api.call_api(
             path,
             method,

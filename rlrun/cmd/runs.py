@@ -115,6 +115,8 @@ def _dump(obj: Any) -> Any:
         return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: _dump(getattr(obj, k)) for k in asdict(obj)}
+    if isinstance(obj, list):
+        return [_dump(o) for o in obj]
     return obj
 
 

@@ -110,9 +110,14 @@ def run_doc(name: str = "demo", **spec: Any) -> dict[str, Any]:
 
 
 def create_run(kube: Any, namespace: str, doc: dict[str, Any]) -> None:
-    """Create the run, plus a PersistentVolume pre-bound to its claim: the test cluster has no volume
-    provisioner, and the scheduler will not place pods whose claim is unbound."""
-    name = doc["metadata"]["name"]
+    """Create the run, plus a PersistentVolume pre-bound to its claim (see `bind_volume`)."""
+    bind_volume(kube, namespace, doc["metadata"]["name"])
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+
+
+def bind_volume(kube: Any, namespace: str, name: str) -> None:
+    """A PersistentVolume pre-bound to run `name`'s claim: the test cluster has no volume provisioner,
+    and the scheduler will not place pods whose claim is unbound."""
     volume = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -127,7 +132,6 @@ def create_run(kube: Any, namespace: str, doc: dict[str, Any]) -> None:
         },
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(volume))
-    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
 
 
 def get(kube: Any, namespace: str, *what: str) -> dict[str, Any] | None:
