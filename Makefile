@@ -22,6 +22,7 @@ tools:
 	@tools/controlplane/build.sh >/dev/null
 	@tools/minio/build.sh >/dev/null
 	@tools/helm/fetch.sh >/dev/null
+	@tools/vllm/build.sh >/dev/null
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -31,10 +32,10 @@ lint: setup
 # and recompiling torch from source costs each one seconds of CPU.
 test: setup tools lint
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
-	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q
+	RLRUN_HELM=$$(tools/helm/fetch.sh) RLRUN_VLLM_PYTHON=$$(tools/vllm/build.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q
 
 demo: setup
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/rlrun local examples/color-codeword.yaml
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-vllm
