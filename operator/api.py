@@ -66,7 +66,8 @@ MSG_TP = (
 )
 MSG_ENGINE_GPU = (
     "spec.inference.engine vllm on a cluster needs spec.inference.gpusPerReplica > 0: the runtime image "
-    "installs vLLM's CUDA build (use engine rlrun for CPU pods; `rlrun local` runs vLLM's CPU build)"
+    "installs vLLM's CUDA build (use engine rlrun for CPU pods; `rlrun local --engine vllm` runs vLLM's "
+    "CPU build on this machine)"
 )
 MSG_PROCS = (
     "spec.trainer.processesPerNode must equal spec.trainer.gpusPerNode on GPU nodes "
@@ -232,6 +233,8 @@ class InferenceSpec(Section):
         tp, gpus = self.tensor_parallel_size, self.gpus_per_replica
         if (gpus == 0 and tp != 1) or (gpus and gpus % tp):
             raise ValueError(MSG_TP)
+        if self.engine == "vllm" and not gpus:
+            raise ValueError(MSG_ENGINE_GPU)
         return self
 
 
