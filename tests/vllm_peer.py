@@ -97,12 +97,17 @@ def start(name: str, argv: list[str], workdir: Path, env: dict[str, str], timeou
         )
     server = Server(name, "", proc, log)
     deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            tail = log.read_text(errors="replace")[-4000:]
-            pytest.fail(f"{name} did not become ready within {timeout:.0f} s (exit {proc.poll()}):\n{tail}")
-        time.sleep(0.5)
-    server.url = json.loads(ready.read_text())["url"]
-    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+    try:
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-4000:]
+                pytest.fail(
+                    f"{name} did not become ready within {timeout:.0f} s (exit {proc.poll()}):\n{tail}"
+                )
+            time.sleep(0.5)
+        server.url = json.loads(ready.read_text())["url"]
+        assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+    except BaseException:  # a failure, a test timeout or Ctrl-C while waiting: leave no server behind
+        server.stop()
+        raise
     return server

@@ -17,7 +17,8 @@ import torch
 from rlrun.runtime.mm import mm_token_type_ids
 from rlrun.runtime.models.chat import render_prompt
 
-pytestmark = pytest.mark.vllm
+# The first test also waits for the session's servers (vLLM: 2-5 min, more on a loaded machine).
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 # The env-worker sends `return_token_ids` (vLLM needs it; the CPU engine always returns them).
 EXTRA = {"return_token_ids": True}

@@ -14,7 +14,8 @@ import torch
 
 from rlrun.runtime.trainer.weights import export_weights
 
-pytestmark = pytest.mark.vllm
+# The first test also waits for the session's servers (vLLM: 2-5 min, more on a loaded machine).
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 
 def _greedy(server, tree, colour: str) -> dict:
