@@ -20,7 +20,7 @@
 
 ARG PYTHON_BASE=python:3.12-slim-bookworm
 ARG UV_VERSION=0.13.8
-ARG VLLM_VERSION=0.33.0
+ARG VLLM_VERSION=0.32.0
 
 # ---------------------------------------------------------------- build stages (tools stay here)
 FROM ${PYTHON_BASE} AS builder

@@ -22,6 +22,7 @@ tools:
 	@tools/controlplane/build.sh >/dev/null
 	@tools/minio/build.sh >/dev/null
 	@tools/helm/fetch.sh >/dev/null
+	@tools/vllm/build.sh >/dev/null
 
 # The real single-node Kubernetes of tests/realnode (kubelet, kube-proxy, CoreDNS, base image; needs root).
 realnode-tools: tools
@@ -35,7 +36,7 @@ lint: setup
 # and recompiling torch from source costs each one seconds of CPU.
 test: setup tools lint
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
-	RLRUN_HELM=$$(tools/helm/fetch.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q -m "not realnode"
+	RLRUN_HELM=$$(tools/helm/fetch.sh) RLRUN_VLLM_PYTHON=$$(tools/vllm/build.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q -m "not realnode"
 
 # The product on a real node: images built from the Dockerfile, helm install, the example to Succeeded.
 test-realnode: setup realnode-tools
@@ -47,4 +48,4 @@ demo: setup
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/rlrun local examples/color-codeword.yaml
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-vllm

@@ -65,6 +65,11 @@ MSG_TP = (
     "spec.inference.tensorParallelSize (CPU inference, gpusPerReplica 0, needs "
     "tensorParallelSize 1): change one of them"
 )
+MSG_ENGINE_GPU = (
+    "spec.inference.engine vllm on a cluster needs spec.inference.gpusPerReplica > 0: the runtime image "
+    "installs vLLM's CUDA build (use engine rlrun for CPU pods; `rlrun local --engine vllm` runs vLLM's "
+    "CPU build on this machine)"
+)
 MSG_PROCS = (
     "spec.trainer.processesPerNode must equal spec.trainer.gpusPerNode on GPU nodes "
     "(one rank per GPU): remove processesPerNode to get that default"
@@ -200,11 +205,17 @@ class InferenceSpec(Section):
                 "self.gpusPerReplica == 0 ? self.tensorParallelSize == 1 : "
                 "self.gpusPerReplica % self.tensorParallelSize == 0",
                 MSG_TP,
-            )
+            ),
+            cel("!has(self.engine) || self.engine != 'vllm' || self.gpusPerReplica > 0", MSG_ENGINE_GPU),
         )
     )
 
     replicas: int = Field(1, ge=1, le=256, description="Inference server pods.")
+    engine: Literal["vllm", "rlrun"] | None = Field(
+        None,
+        description="Inference engine: 'vllm', or 'rlrun' (the CPU engine, same API). Unset: vllm when "
+        "gpusPerReplica > 0, else rlrun.",
+    )
     gpus_per_replica: int = Field(0, ge=0, le=16, description="GPUs per server pod; 0 runs the CPU engine.")
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="vLLM tensor parallel size.")
     extra_args: list[str] = Field(
@@ -213,11 +224,18 @@ class InferenceSpec(Section):
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     scheduling: PodScheduling = Field(default_factory=PodScheduling)
 
+    @property
+    def engine_name(self) -> Literal["vllm", "rlrun"]:
+        """The engine that serves: `engine`, else vllm on GPUs and the rlrun CPU engine without."""
+        return self.engine or ("vllm" if self.gpus_per_replica else "rlrun")
+
     @model_validator(mode="after")
     def _tp(self) -> InferenceSpec:
         tp, gpus = self.tensor_parallel_size, self.gpus_per_replica
         if (gpus == 0 and tp != 1) or (gpus and gpus % tp):
             raise ValueError(MSG_TP)
+        if self.engine == "vllm" and not gpus:
+            raise ValueError(MSG_ENGINE_GPU)
         return self
 
 

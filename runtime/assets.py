@@ -1,9 +1,8 @@
-"""The run asset tree: paths, content-addressed image writes, traversal-safe refs, the feature TTL sweep.
+"""The run asset tree: paths, content-addressed image writes, traversal-safe refs.
 
 Every role of a run shares one directory on the RWX volume, `<root>/run_<RUN_ID>`:
 
     assets/images/<sha256-16>.<ext>   source images, named by content; the run's source of truth, never swept
-    assets/mm_features/...            regenerable processed features; files older than the TTL are swept
     rollouts/ checkpoints/ weights/   owned by the orchestrator and the trainer
 
 Images travel between roles as absolute `file://` URIs into this tree (a relative root once produced
@@ -18,12 +17,10 @@ import base64
 import binascii
 import hashlib
 import io
-import logging
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +35,8 @@ from rlrun.runtime.fileurl import resolve_inside as resolve_inside
 from rlrun.runtime.fileurl import uri_to_path as uri_to_path
 from rlrun.runtime.imagedecode import ImageRejected, check_pixels, probe
 
-log = logging.getLogger(__name__)
-
 ASSET_ROOT_ENV = "RLRUN_ASSET_ROOT"
 RUN_ID_ENV = "RUN_ID"
-DEFAULT_FEATURE_TTL_SECONDS = 1800.0
-TEMP_FILE_GRACE_SECONDS = 3600.0  # extra age before a sweep removes a writer's temp file (a crashed writer's)
 HASH_HEX_CHARS = 16
 
 _EXTENSIONS = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}
@@ -98,10 +91,6 @@ class RunTree:
         return self.assets_dir / "images"
 
     @property
-    def features_dir(self) -> Path:
-        return self.assets_dir / "mm_features"
-
-    @property
     def rollouts_dir(self) -> Path:
         return self.run_dir / "rollouts"
 
@@ -115,7 +104,7 @@ class RunTree:
 
     def ensure(self) -> RunTree:
         """Create every directory of the tree (idempotent) and return self."""
-        dirs = (self.images_dir, self.features_dir, self.rollouts_dir, self.checkpoints_dir, self.weights_dir)
+        dirs = (self.images_dir, self.rollouts_dir, self.checkpoints_dir, self.weights_dir)
         for path in dirs:
             path.mkdir(parents=True, exist_ok=True)
         return self
@@ -421,49 +410,3 @@ def offload_images(
     offloader = _Offloader(directory, roots, max_pixels)
     new = offloader.walk(value, "")
     return OffloadResult(value=new, written=len(offloader.handled), errors=offloader.errors)
-
-
-# ----------------------------------------------------------------------------------------- TTL sweep
-
-
-def sweep_features(
-    tree: RunTree,
-    ttl_seconds: float = DEFAULT_FEATURE_TTL_SECONDS,
-    now: float | None = None,
-    *,
-    on_error: Callable[[Path, OSError], None] | None = None,
-) -> int:
-    """Delete files under `assets/mm_features` with an mtime before `now - ttl_seconds`; return the count.
-
-    Images are never swept: they are the run's source of truth. Directories are kept. A file that vanishes
-    or cannot be removed mid-sweep is skipped. Concurrent writers are safe: they rename complete files into
-    place, their temp files (`.<name>.<...>.tmp`) are left alone until `TEMP_FILE_GRACE_SECONDS` past the
-    TTL (only a crashed writer leaves one that old), an unlink removes a whole file, and a reader that
-    already opened it keeps reading the full content. Over-evicting a feature only forces a recompute.
-    """
-    if ttl_seconds <= 0:
-        raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
-    root = tree.features_dir
-    if not root.is_dir():
-        return 0
-    cutoff = (time.time() if now is None else now) - ttl_seconds
-    removed = 0
-    for dirpath, _dirs, files in os.walk(root, followlinks=False):
-        for name in files:
-            path = Path(dirpath) / name
-            limit = cutoff - TEMP_FILE_GRACE_SECONDS if _is_temp(name) else cutoff
-            try:
-                if path.lstat().st_mtime < limit:
-                    path.unlink()
-                    removed += 1
-            except OSError as err:
-                if on_error is not None and not isinstance(err, FileNotFoundError):
-                    on_error(path, err)
-    if removed:
-        log.info("Swept %d stale mm_feature artifacts (ttl=%ss) under %s", removed, ttl_seconds, root)
-    return removed
-
-
-def _is_temp(name: str) -> bool:
-    """Temp files of `atomic_write_bytes`: `.<name>.<pid>.<thread>.<token>.tmp`."""
-    return name.startswith(".") and name.endswith(".tmp")

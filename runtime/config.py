@@ -70,12 +70,6 @@ class MultimodalConfig(Section):
         True, description="Ship image refs to the trainer and materialize pixel_values there (recommended)."
     )
     materialize_concurrency: int = Field(4, ge=1, le=64, description="Images processed at once per rank.")
-    feature_ttl_seconds: float = Field(
-        1800.0,
-        alias="featureTTLSeconds",
-        gt=0,
-        description="Age after which cached features under assets/mm_features are swept.",
-    )
     missing_image_policy: Literal["error", "drop"] = Field(
         "error",
         description="'error' fails the step naming the URI and hash; 'drop' zeroes that sample's loss "

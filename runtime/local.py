@@ -40,6 +40,24 @@ NATIVE_THREAD_ENV = {
 }
 STOP_GRACE_SECONDS = 5.0
 HEALTH_TIMEOUT_SECONDS = 180.0
+# vLLM imports for minutes on a small CPU machine before it serves (2-5 min measured on 2 busy cores).
+VLLM_HEALTH_TIMEOUT_SECONDS = 900.0
+VLLM_PYTHON_ENV = "RLRUN_VLLM_PYTHON"
+
+
+def vllm_python(environ: Mapping[str, str] | None = None) -> Path:
+    """The interpreter of vLLM's own virtualenv: $RLRUN_VLLM_PYTHON, else `.venv-vllm` beside this one
+    (what tools/vllm/build.sh makes in a checkout). Raises FileNotFoundError saying how to get one."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get(VLLM_PYTHON_ENV) or Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"inference engine vllm: no vLLM interpreter at {path}; build it with tools/vllm/build.sh "
+            f"(make tools) or set {VLLM_PYTHON_ENV}, or run with --engine rlrun"
+        )
+    return path
+
+
 FINISH_TIMEOUT_SECONDS = 120.0
 
 
@@ -136,6 +154,8 @@ class LocalRun:
     cfg: RuntimeConfig
     resume: bool = False
     python: str = sys.executable
+    engine: str = "rlrun"  # "vllm": vLLM's CPU build from its own virtualenv (vllm_python)
+    inference_replicas: int = 1  # servers, each its own process and URL; every one gets every reload
     roles: list[Role] = field(default_factory=list)
 
     @property
@@ -193,19 +213,19 @@ class LocalRun:
         Starting one role after another's health check cost ~40 s of the CPU example's start-up.
         """
         py = self.python
-        inference_port = free_port()
-        inference_url = f"http://127.0.0.1:{inference_port}"
-        inference_argv = [
-            py,
-            "-m",
-            "rlrun.runtime.inference",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(inference_port),
-        ]
-        inference = self._role("inference", inference_argv, server=True)
-        self._wait_for_model(inference)
+        servers = []
+        for i in range(self.inference_replicas):
+            port = free_port()
+            listen = ["--host", "127.0.0.1", "--port", str(port)]
+            name = "inference" if i == 0 else f"inference-{i}"
+            if self.engine == "vllm":
+                role = self._start_vllm(name, listen)
+            else:
+                role = self._role(name, [py, "-m", "rlrun.runtime.inference", *listen], server=True)
+                if i == 0:
+                    self._wait_for_model(role)  # the first builds the tiny model; the others load it
+            servers.append((role, f"http://127.0.0.1:{port}"))
+        inference_urls = [a for _, url in servers for a in ("--inference-url", url)]
         workers = []
         for i in range(self.cfg.env_workers.replicas):
             port = free_port()
@@ -213,7 +233,7 @@ class LocalRun:
             worker = self._role(
                 f"env-worker-{i}",
                 [py, "-m", "rlrun.runtime.envs", "--host", "127.0.0.1", "--port", str(port),
-                 "--inference-url", inference_url],
+                 *inference_urls],
                 server=True,
             )  # fmt: skip
             workers.append((worker, url))
@@ -222,20 +242,40 @@ class LocalRun:
             [py, "-m", "torch.distributed.run", "--nnodes", "1",
              "--nproc-per-node", str(self.cfg.trainer.processes_per_node), "--max-restarts", "0",
              "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-             "-m", "rlrun.runtime.trainer", "--inference-url", inference_url],
+             "-m", "rlrun.runtime.trainer", *inference_urls],
             server=False,
         )  # fmt: skip
-        for role, url in [(inference, inference_url), *workers]:
+        for role, url in servers:
+            vllm = self.engine == "vllm"
+            self._wait_healthy(role, url, VLLM_HEALTH_TIMEOUT_SECONDS if vllm else HEALTH_TIMEOUT_SECONDS)
+        for role, url in workers:
             self._wait_healthy(role, url)
         self._role(
             "orchestrator",
             [py, "-m", "rlrun.runtime.orchestrator", "--status-port", str(free_port()),
-             "--inference-url", inference_url, *[a for _, u in workers for a in ("--env-worker-url", u)]],
+             *inference_urls, *[a for _, u in workers for a in ("--env-worker-url", u)]],
             server=False,
         )  # fmt: skip
 
-    def _wait_healthy(self, role: Role, url: str) -> None:
-        deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    def _start_vllm(self, name: str, listen: list[str]) -> Role:
+        """vLLM's CPU build. The builtin tiny model is built first, here, with rlrun's own torch and
+        transformers (what the trainer loads; vLLM's virtualenv pins other versions)."""
+        from rlrun.runtime.models.tiny import resolve_model
+
+        python = vllm_python()
+        resolve_model(self.cfg.model.name, self.run_dir, seed=self.cfg.orchestrator.seed)
+        return self._role(
+            name,
+            [str(python), "-m", "rlrun.runtime.inference.vllm_server", *listen],
+            server=True,
+            # -m must not put the cwd on sys.path (a checkout's operator/ would shadow the stdlib module);
+            # vLLM's engine processes talk over loopback, not the host's first address.
+            PYTHONSAFEPATH="1",
+            VLLM_HOST_IP="127.0.0.1",
+        )
+
+    def _wait_healthy(self, role: Role, url: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_roles()
             try:
@@ -244,7 +284,7 @@ class LocalRun:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RoleFailed(role.name, None, f"not healthy at {url}/health after {HEALTH_TIMEOUT_SECONDS:g}s\n"
+        raise RoleFailed(role.name, None, f"not healthy at {url}/health after {timeout:g}s\n"
                          + role.tail())  # fmt: skip
 
     def role(self, name: str) -> Role:
@@ -349,11 +389,17 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
 
 
 def run_local(
-    cfg: RuntimeConfig, resume: bool = False, on_progress: Callable[[Progress], None] = lambda p: None
+    cfg: RuntimeConfig,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    engine: str = "rlrun",
+    inference_replicas: int = 1,
 ) -> dict[str, Any]:
     """Run `cfg` to completion as local processes; raises RoleFailed (after stopping everything)."""
     started = time.monotonic()
-    run = LocalRun(cfg, resume=resume)
+    if engine == "vllm":
+        vllm_python()  # fail before anything starts when vLLM's virtualenv is missing
+    run = LocalRun(cfg, resume=resume, engine=engine, inference_replicas=inference_replicas)
     run.prepare()
     try:
         run.start_all()

@@ -19,7 +19,7 @@ tests/unit/operator/test_pod_contract.py checks every rendered container against
 | RLRUN_ATTEMPT               | Jobs (operator stamps) | orchestrator: the attempt its progress reports carry      |
 | RLRUN_PROGRESS_URL, _TOKEN  | orchestrator Job      | orchestrator: POST {operator}/v1/namespaces/<ns>/rlruns/<run>/progress |
 | MASTER_ADDR/PORT, NNODES, NPROC_PER_NODE, NODE_RANK | trainer | torchrun flags via $(VAR) expansion; torch reads the rest |
-| command                     | inference (CPU) `rlrun-inference`, GPU `python -m rlrun.runtime.inference.vllm_server` + vLLM args; env-workers `rlrun-env-worker`; orchestrator `rlrun-orchestrator`; trainer `torchrun ... -m rlrun.runtime.trainer` |
+| command                     | inference (CPU) `rlrun-inference`, vLLM `/opt/vllm/bin/python -m rlrun.runtime.inference.vllm_server` + vLLM args; env-workers `rlrun-env-worker`; orchestrator `rlrun-orchestrator`; trainer `torchrun ... -m rlrun.runtime.trainer` |
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Inference: a Deployment + Service. vLLM (with the rlrun extension) on GPU; the rlrun CPU engine, which
-serves the same API, when gpusPerReplica is 0."""
+"""Inference: a Deployment + Service. vLLM (with the rlrun extension), or the rlrun CPU engine, which serves
+the same API (`spec.inference.engine`; unset: vLLM on GPU, the CPU engine when gpusPerReplica is 0)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from rlrun.operator.render.common import Manifest, container, metadata, pod_temp
 
 C = names.COMPONENT_INFERENCE
 PORTS = [("http", names.INFERENCE_PORT)]
+# The runtime image's vLLM virtualenv (Dockerfile: /opt/vllm, apart from rlrun's /opt/rlrun on the PATH).
+VLLM_PYTHON = "/opt/vllm/bin/python"
 
 
 def inference_command(run: RLRun) -> tuple[str, list[str], list[str]]:
     """(image, command, args) of an inference server."""
     inf, model, images = run.spec.inference, run.spec.model, run.spec.images
-    if not inf.gpus_per_replica:
+    if inf.engine_name == "rlrun":
         return images.runtime, ["rlrun-inference"], []
     # The model comes from the runtime config and the port from $RLRUN_PORT (see render.common); what is
     # left are vLLM's own arguments, passed through.
     args = ["--revision", model.revision] if model.revision else []
     args += ["--tensor-parallel-size", str(inf.tensor_parallel_size), *inf.extra_args]
-    return images.inference, ["python", "-m", "rlrun.runtime.inference.vllm_server"], args
+    return images.inference, [VLLM_PYTHON, "-m", "rlrun.runtime.inference.vllm_server"], args
 
 
 def render_inference(run: RLRun) -> list[Manifest]:

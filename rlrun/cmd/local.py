@@ -15,6 +15,12 @@ def _local_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output-dir", type=Path, default=Path("outputs"), help="asset root of the run (default ./outputs)"
     )
+    p.add_argument(
+        "--engine",
+        choices=["vllm", "rlrun"],
+        help="inference engine here (default: spec.inference.engine, else vllm with GPUs, else rlrun); "
+        "vllm runs vLLM's CPU build from tools/vllm/build.sh (or $RLRUN_VLLM_PYTHON)",
+    )
 
 
 @command("local", "run an RLRun end to end on this machine (all roles as processes)", _local_args)
@@ -58,7 +64,13 @@ def local(args: argparse.Namespace) -> int:
     console.print(f"run directory: {cfg.run_dir}  (logs in {cfg.run_dir / 'logs'})")
     try:
         with bar:
-            summary = run_local(cfg, resume=args.resume, on_progress=on_progress)
+            summary = run_local(
+                cfg,
+                resume=args.resume,
+                on_progress=on_progress,
+                engine=args.engine or run.spec.inference.engine_name,
+                inference_replicas=run.spec.inference.replicas,
+            )
     except RoleFailed as failure:
         console.print(f"[red bold]{failure}[/]; every role was stopped. Last lines of its log:")
         console.print(failure.log_tail, markup=False, highlight=False)

@@ -51,6 +51,8 @@ class RolloutsBody(BaseModel):
     example_index: int = Field(ge=0)
     group_size: int = Field(ge=1, le=1024)
     sampling: SamplingBody = Field(default_factory=SamplingBody)
+    # Completions from an older policy are refused (the orchestrator sends step - maxAsyncSteps).
+    min_policy_version: int = Field(0, ge=0)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -64,7 +66,9 @@ async def rollouts(request: web.Request) -> web.Response:
         return _error(400, f"invalid rollouts request: {err}")
     sampling = Sampling(**body.sampling.model_dump())
     try:
-        out = await request.app[WORKER].rollouts(body.example_index, body.group_size, sampling)
+        out = await request.app[WORKER].rollouts(
+            body.example_index, body.group_size, sampling, body.min_policy_version
+        )
     except RolloutError as err:
         log.error("example %d failed: %s", body.example_index, err)
         return _error(502, f"example {body.example_index}: {err}")

@@ -73,6 +73,7 @@ class RolloutWorker:
         self.model_name = model_name
         self.source_roots = tuple(source_roots)  # where an environment's file:// images may come from
         self.max_image_pixels = max_image_pixels
+        self._replicas = len(inference_urls)
         self._urls = itertools.cycle(list(inference_urls))
         self.executor = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="env")
 
@@ -107,7 +108,12 @@ class RolloutWorker:
             ) from None
         return {"descriptor": descriptor, "uris": prepared.uris}
 
-    async def rollouts(self, example_index: int, group_size: int, sampling: Sampling) -> list[dict[str, Any]]:
+    async def rollouts(
+        self, example_index: int, group_size: int, sampling: Sampling, min_policy_version: int = 0
+    ) -> list[dict[str, Any]]:
+        """A scored group from a replica serving policy `min_policy_version` or newer: a completion from
+        an older policy (a restarted replica before its first reload) is dropped and the group asked of
+        the next replica; when none is current, RolloutError names each replica's version."""
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self.executor, self.prepare, example_index)
         body = {
@@ -121,14 +127,18 @@ class RolloutWorker:
             "logprobs": True,
             "return_token_ids": True,  # vLLM's switch for prompt/completion token ids; the CPU engine always sends them
         }
-        url = next(self._urls)
-        try:
-            response = await self.client.post(f"{url}/v1/chat/completions", json=body)
-        except httpx.HTTPError as err:
-            raise RolloutError(f"inference {url} unreachable: {type(err).__name__}: {err}") from None
-        if response.status_code != 200:
-            raise RolloutError(f"inference {url} answered HTTP {response.status_code}: {response.text[:500]}")
-        out = response.json()
+        stale: dict[str, int] = {}
+        for _ in range(self._replicas):
+            url = next(self._urls)
+            out = await self._complete(url, body)
+            if int(out["rlrun_policy_version"]) >= min_policy_version:
+                break
+            stale[url] = int(out["rlrun_policy_version"])
+        else:
+            raise RolloutError(
+                f"no inference replica serves policy version >= {min_policy_version} "
+                f"(maxAsyncSteps allows no older): {stale}"
+            )
         if len(out["choices"]) != group_size:
             raise RolloutError(
                 f"inference {url} returned {len(out['choices'])} choices, asked for {group_size}"
@@ -155,6 +165,15 @@ class RolloutWorker:
                 }
             )
         return rollouts
+
+    async def _complete(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.post(f"{url}/v1/chat/completions", json=body)
+        except httpx.HTTPError as err:
+            raise RolloutError(f"inference {url} unreachable: {type(err).__name__}: {err}") from None
+        if response.status_code != 200:
+            raise RolloutError(f"inference {url} answered HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -36,6 +36,7 @@ from rlrun.runtime.inference.protocol import (
     check_image_urls,
     check_weights_path,
     completion_response,
+    latest_weights,
     model_list,
     parse,
 )
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.model or config.model.name
     model_dir = resolve_model(name, config.run_dir, seed=config.orchestrator.seed)
     engine = Engine(model_dir, device=args.device or default_device())
+    if latest := latest_weights(config.run_dir):  # restarted mid-run: serve the current policy
+        engine.load_weights(*latest)
+        log.info("loaded the run's latest weights %s as version %d", *latest)
     settings = ServerSettings(
         asset_root=Path(config.asset_root),
         run_dir=config.run_dir,

@@ -46,6 +46,19 @@ MERGE_SIZE = 2
 IMAGE_SIDE = PATCH_SIZE * MERGE_SIZE * 2
 
 
+# The chat format `rlrun.runtime.models.chat.render_prompt` renders, as a template for engines that render
+# prompts themselves (vLLM): an image part becomes one <|image_pad|> that the processor expands.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] in ('image', 'image_url') %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     """Byte-level BPE with no merges (256 byte tokens) + special tokens + `WORD_TOKENS` as whole words."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -57,13 +70,15 @@ def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in WORD_TOKENS])
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         bos_token=None,
         model_max_length=4096,
     )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def build_image_processor():  # -> Qwen2VLImageProcessorPil
@@ -91,10 +106,12 @@ def tiny_config(tokenizer):  # -> Qwen2VLConfig
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        # One 64-wide head: vLLM's CPU attention kernels take head_dim 64 (not 16), and M-RoPE's sections
+        # (temporal, height, width) must sum to head_dim / 2.
+        "num_attention_heads": 1,
+        "num_key_value_heads": 1,
         "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
         "bos_token_id": None,
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],

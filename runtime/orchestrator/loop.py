@@ -83,11 +83,12 @@ class Orchestrator:
             await asyncio.sleep(VERSION_POLL_SECONDS)
         return version
 
-    async def _group(self, replica: int, example_index: int, seed: int) -> list[dict[str, Any]]:
+    async def _group(self, step: int, replica: int, example_index: int, seed: int) -> list[dict[str, Any]]:
         o = self.cfg.orchestrator
         body = {
             "example_index": example_index,
             "group_size": o.group_size,
+            "min_policy_version": max(0, step - o.max_async_steps),
             "sampling": {"temperature": o.temperature, "max_tokens": o.max_tokens, "seed": seed},
         }
         url = self.env_urls[replica % len(self.env_urls)]
@@ -106,7 +107,7 @@ class Orchestrator:
         groups = self.cfg.orchestrator.batch_size // self.cfg.orchestrator.group_size
         rng = self.state.rng
         requests = [(index, index, rng.randrange(1 << 31)) for index in example_indices(step, groups)]
-        results = await asyncio.gather(*(self._group(*r) for r in requests))
+        results = await asyncio.gather(*(self._group(step, *r) for r in requests))
         return [rollout for group in results for rollout in group]
 
     def to_samples(self, rollouts: list[dict[str, Any]]) -> tuple[list[TrainingSample], int]:

@@ -18,6 +18,9 @@ class LossStats:
     loss_tokens: int
     clip_fraction: float
     ratio_mean: float
+    # Sum over loss tokens of |trainer logprob - engine logprob|: the train/inference mismatch (plus the
+    # policy lag when rollouts came from older weights). Divided by loss_tokens it is the mean |delta|.
+    abs_logprob_delta_sum: float
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -56,5 +59,6 @@ def policy_loss(
             loss_tokens=n,
             clip_fraction=float(was_clipped.sum()) / max(n, 1),
             ratio_mean=float(ratio[mask].mean()) if n else 1.0,
+            abs_logprob_delta_sum=float((logprobs - inference_logprobs).abs()[mask].sum()),
         )
     return loss, stats

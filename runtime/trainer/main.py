@@ -166,6 +166,7 @@ class Trainer:
             "loss": float(loss.detach()),
             "loss_tokens": stats.loss_tokens,
             "clip_fraction": stats.clip_fraction,
+            "abs_logprob_delta_sum": stats.abs_logprob_delta_sum,
         }
 
     def _publish_weights(self, version: int) -> None:
@@ -194,6 +195,9 @@ class Trainer:
             "loss_tokens": sum(s["loss_tokens"] for s in stats),
             "clip_fraction": float(np.mean([s["clip_fraction"] for s in stats])) if stats else 0.0,
             "grad_norm": grad_norm,
+            # Mean |trainer - engine| logprob over this rank's sampled tokens (train/inference mismatch).
+            "logprob_delta_mean": sum(s["abs_logprob_delta_sum"] for s in stats)
+            / max(sum(s["loss_tokens"] for s in stats), 1),
             "time_wait_s": t_wait - t0,
             "time_load_s": t_load - t_wait,
             "time_train_s": t_train - t_load,

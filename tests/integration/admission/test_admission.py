@@ -54,6 +54,11 @@ CASES = [
         ("spec.inference", api.MSG_TP),
     ),
     Case(
+        "vllm-engine-on-cpu-pods",
+        run_doc(spec={"inference": {"engine": "vllm", "gpusPerReplica": 0}}),
+        ("spec.inference", api.MSG_ENGINE_GPU),
+    ),
+    Case(
         "batch-not-multiple-of-group",
         run_doc(spec={"orchestrator": {"batchSize": 30, "groupSize": 8}}),
         ("spec.orchestrator", "orchestrator.batchSize", "must be a multiple of orchestrator.groupSize"),

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,9 @@ from rlrun.runtime.assets import (
     OffloadResult,
     PathEscapeError,
     RunTree,
-    atomic_write_bytes,
     extension_for,
     offload_images,
     resolve_inside,
-    sweep_features,
     uri_to_path,
     write_content_addressed,
     write_image,
@@ -61,10 +58,8 @@ def test_run_tree_layout(tmp_path: Path) -> None:
     tree = RunTree(tmp_path, "abc-1.2_x").ensure()
     assert tree.run_dir == tmp_path.resolve() / "run_abc-1.2_x"
     assert tree.images_dir == tree.run_dir / "assets" / "images"
-    assert tree.features_dir == tree.run_dir / "assets" / "mm_features"
     for path in (
         tree.images_dir,
-        tree.features_dir,
         tree.rollouts_dir,
         tree.checkpoints_dir,
         tree.weights_dir,
@@ -201,9 +196,9 @@ def test_concurrent_writers_of_identical_content(tree: RunTree) -> None:
     def writer() -> None:
         barrier.wait(timeout=10)
         for _ in range(20):
-            paths.append(write_content_addressed(tree.features_dir, data, ".bin"))
-            (tree.features_dir / name_of(data, ".bin")).unlink(missing_ok=True)  # force real rewrites
-        paths.append(write_content_addressed(tree.features_dir, data, ".bin"))
+            paths.append(write_content_addressed(tree.images_dir, data, ".bin"))
+            (tree.images_dir / name_of(data, ".bin")).unlink(missing_ok=True)  # force real rewrites
+        paths.append(write_content_addressed(tree.images_dir, data, ".bin"))
 
     threads = [threading.Thread(target=writer) for _ in range(8)]
     for t in threads:
@@ -211,8 +206,8 @@ def test_concurrent_writers_of_identical_content(tree: RunTree) -> None:
     for t in threads:
         t.join(timeout=30)
     assert {p.name for p in paths} == {name_of(data, ".bin")}
-    assert (tree.features_dir / name_of(data, ".bin")).read_bytes() == data
-    assert [p.name for p in tree.features_dir.iterdir()] == [name_of(data, ".bin")]
+    assert (tree.images_dir / name_of(data, ".bin")).read_bytes() == data
+    assert [p.name for p in tree.images_dir.iterdir()] == [name_of(data, ".bin")]
 
 
 # -------------------------------------------------------------------------------------------- offload
@@ -344,90 +339,6 @@ def test_offload_with_relative_images_dir_gives_absolute_uris(
     )
 
 
-# ---------------------------------------------------------------------------------------------- sweep
-
-
-def test_sweep_removes_only_old_features(tree: RunTree) -> None:
-    now = time.time()
-    old_feature = tree.features_dir / "a" / "old.bin"
-    old_feature.parent.mkdir()
-    old_feature.write_bytes(b"x")
-    fresh_feature = tree.features_dir / "fresh.bin"
-    fresh_feature.write_bytes(b"y")
-    old_image = tree.images_dir / "old.png"
-    old_image.write_bytes(b"z")
-    for path in (old_feature, old_image):
-        os.utime(path, (now - 3600, now - 3600))
-    assert sweep_features(tree, 1800, now=now) == 1
-    assert not old_feature.exists() and old_feature.parent.is_dir()
-    assert fresh_feature.exists() and old_image.exists()
-    assert sweep_features(tree, 1800, now=now) == 0
-
-
-def test_sweep_without_features_dir_and_bad_ttl(tmp_path: Path) -> None:
-    tree = RunTree(tmp_path, "empty")
-    assert sweep_features(tree, 1800) == 0
-    with pytest.raises(ValueError, match="ttl_seconds"):
-        sweep_features(tree, 0)
-
-
-def test_sweep_is_safe_against_concurrent_writers_and_readers(tree: RunTree) -> None:
-    """Sweeping everything in a loop while writers replace and readers read: never a partial file."""
-    names = [f"f{i}.bin" for i in range(4)]
-    payloads = [bytes([i]) * (512 * 1024) for i in range(1, 9)]
-    stop = threading.Event()
-    seen: list[int] = []
-    bad: list[str] = []
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                atomic_write_bytes(tree.features_dir / names[i % len(names)], payloads[i % len(payloads)])
-            except OSError as err:  # the sweep removed a temp file mid-write
-                bad.append(f"writer: {err!r}")
-            i += 1
-
-    def reader() -> None:
-        while not stop.is_set():
-            for name in names:
-                try:
-                    data = (tree.features_dir / name).read_bytes()
-                except FileNotFoundError:
-                    continue
-                if len(data) != len(payloads[0]) or data.count(data[:1]) != len(data):
-                    bad.append(f"{name}: {len(data)} bytes")
-                seen.append(len(data))
-
-    deleted = 0
-    threads = [
-        threading.Thread(target=writer),
-        threading.Thread(target=writer),
-        threading.Thread(target=reader),
-    ]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
-        deleted += sweep_features(tree, 1, now=time.time() + 10)  # every file counts as stale
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-    assert not bad
-    assert deleted > 0 and seen
-
-
-def test_sweep_removes_temp_files_of_crashed_writers_only_after_a_grace(tree: RunTree) -> None:
-    now = time.time()
-    recent_tmp = tree.features_dir / ".x.bin.1.2.ab.tmp"
-    crashed_tmp = tree.features_dir / ".y.bin.1.2.cd.tmp"
-    for path, age in ((recent_tmp, 1800 + 60), (crashed_tmp, 1800 + 3600 + 60)):
-        path.write_bytes(b"partial")
-        os.utime(path, (now - age, now - age))
-    assert sweep_features(tree, 1800, now=now) == 1
-    assert recent_tmp.exists() and not crashed_tmp.exists()
-
-
 def test_offload_through_pydantic_messages_without_mutating_them(tree: RunTree) -> None:
     class Part(BaseModel):
         model_config = ConfigDict(frozen=True)
@@ -466,20 +377,3 @@ def test_offload_keeps_the_image_when_the_write_fails(tree: RunTree, monkeypatch
 def test_run_tree_from_config(tmp_path: Path) -> None:
     config = RuntimeConfig(run_id="cfg-run", asset_root=str(tmp_path))
     assert RunTree.from_config(config).run_dir == config.run_dir.resolve()
-
-
-def test_sweep_logs_what_it_removed(tree: RunTree, caplog: pytest.LogCaptureFixture) -> None:
-    stale = tree.features_dir / "old.bin"
-    stale.write_bytes(b"x")
-    os.utime(stale, (0, 0))
-    with caplog.at_level("INFO", logger="rlrun.runtime.assets"):
-        assert sweep_features(tree, 1800) == 1
-    assert "Swept 1 stale mm_feature artifacts (ttl=1800s)" in caplog.text
-
-
-def test_line_wrapped_base64_is_accepted(tree: RunTree) -> None:
-    data = png_bytes()
-    encoded = base64.b64encode(data).decode()
-    wrapped = "\n".join(encoded[i : i + 40] for i in range(0, len(encoded), 40))
-    result = offload_images([image_part(f"data:image/png;base64,{wrapped}")], tree.images_dir)
-    assert result.errors == [] and uri_to_path(result.value[0]["image_url"]["url"]).read_bytes() == data

@@ -100,3 +100,41 @@ def test_image_blind_ceiling_holds_by_construction() -> None:
         for answer in {e.answer for e in examples} | {"nonsense"}:
             mean = sum(env.reward(e, answer) for e in examples) / n
             assert mean <= 1 / n
+
+
+def test_a_replica_behind_the_required_policy_version_gets_no_rollouts(color_stack, loop_thread, tiny_model):
+    """Two real inference replicas: one reloaded to version 1, one still at 0 (restarted, not yet reloaded).
+    Rollouts that need version >= 1 come from the current replica only; with only the stale one, a 502
+    names it and its version instead of training on its samples."""
+    from rlrun.runtime.envs.server import create_app, worker_factory
+    from rlrun.runtime.inference.engine import Engine
+    from rlrun.runtime.inference.server import ServerSettings
+    from rlrun.runtime.inference.server import create_app as create_inference_app
+    from rlrun.runtime.trainer.weights import export_weights
+
+    config = color_stack.config
+    current, stale = Engine(tiny_model), Engine(tiny_model)
+    current.load_weights(export_weights(config.run_dir / "weights", 1, current.model.state_dict()), 1)
+    settings = ServerSettings(asset_root=config.run_dir.parent, run_dir=config.run_dir, model_name="tiny")
+    urls = [loop_thread.serve(create_inference_app(e, settings)) for e in (stale, current)]
+    both = loop_thread.serve(create_app(worker_factory(config, urls)))
+    only_stale = loop_thread.serve(create_app(worker_factory(config, urls[:1])))
+    for index in range(3):  # round robin would hand every other group to the stale replica
+        resp = httpx.post(
+            f"{both}/v1/rollouts",
+            json={
+                "example_index": index,
+                "group_size": 2,
+                "min_policy_version": 1,
+                "sampling": {"max_tokens": 2},
+            },
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        assert {r["policy_version"] for r in resp.json()["rollouts"]} == {1}
+    resp = httpx.post(
+        f"{only_stale}/v1/rollouts",
+        json={"example_index": 0, "group_size": 2, "min_policy_version": 1},
+        timeout=120,
+    )
+    assert resp.status_code == 502 and urls[0] in resp.text and "policy version >= 1" in resp.text

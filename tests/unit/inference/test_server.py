@@ -171,11 +171,17 @@ def test_malformed_requests_are_400_with_the_field(served) -> None:
 
 @pytest.mark.timeout(120)
 def test_console_entry_point_serves_on_a_free_port(tmp_path, tiny_model) -> None:
-    """`python -m rlrun.runtime.inference` with a config file: ready file, /health, SIGTERM exits 0."""
+    """`python -m rlrun.runtime.inference` with a config file: ready file, /health, SIGTERM exits 0; started
+    mid-run (an export on the volume), it serves the run's latest weights, not version 0."""
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps({"runId": "cli", "assetRoot": str(tmp_path), "model": {"name": str(tiny_model)}})
     )
+    for step in (2, 3):
+        _export(tmp_path / "run_cli", step, {}).joinpath("model.safetensors").write_bytes(
+            (tiny_model / "model.safetensors").read_bytes()
+        )
+    (tmp_path / "run_cli" / "weights" / "step_4").mkdir()  # an export still being written: no DONE
     ready = tmp_path / "ready.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
@@ -200,6 +206,7 @@ def test_console_entry_point_serves_on_a_free_port(tmp_path, tiny_model) -> None
             time.sleep(0.2)
         url = json.loads(ready.read_text())["url"]
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{url}/v1/version", timeout=10).json() == {"version": 3}
         out = httpx.post(
             f"{url}/v1/chat/completions",
             json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},

@@ -59,7 +59,8 @@ def test_cel_rules_and_descriptions_survive():
     assert props["trainer"]["properties"]["nodes"]["minimum"] == 1
     assert props["envWorkers"]["properties"]["workersPerReplica"]["maximum"] == 64
     assert props["images"]["properties"]["pullPolicy"]["enum"] == ["Always", "IfNotPresent", "Never"]
-    assert props["multimodal"]["properties"]["featureTTLSeconds"]["default"] == 1800.0
+    assert "featureTTLSeconds" not in props["multimodal"]["properties"]  # removed: nothing swept features
+    assert props["inference"]["properties"]["engine"]["enum"] == ["vllm", "rlrun"]
     assert props["trainer"]["properties"]["clipEpsilon"]["exclusiveMinimum"] is True
     assert props["inference"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"] == {
         "x-kubernetes-int-or-string": True,

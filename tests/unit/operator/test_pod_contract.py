@@ -94,7 +94,7 @@ def entry_point(argv: list[str]) -> Entry:
         args = get_args_parser().parse_args(argv[1:])
         assert args.module, f"torchrun must run a module (-m), got {argv}"
         return Entry(_role_module(args.training_script), args.training_script_args, args.training_script)
-    if argv[:2] == ["python", "-m"]:
+    if Path(argv[0]).name == "python" and argv[1] == "-m":  # `python`, or a venv's (/opt/vllm/bin/python)
         return Entry(_role_module(argv[2]), argv[3:], argv[2])
     (script,) = entry_points(group="console_scripts", name=argv[0])
     return Entry(script.value.split(":")[0], argv[1:])

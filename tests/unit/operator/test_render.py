@@ -163,7 +163,8 @@ def test_inference_gpu_runs_vllm_with_tensor_parallel(make_run):
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"] == {"type": "Recreate"}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["image"] == run.spec.images.inference
-    assert c["command"] == ["python", "-m", "rlrun.runtime.inference.vllm_server"]
+    # vLLM's own virtualenv in the image: `python` on the PATH is rlrun's, which has no vLLM.
+    assert c["command"] == ["/opt/vllm/bin/python", "-m", "rlrun.runtime.inference.vllm_server"]
     args = c["args"]
     assert "--model" not in args and "--port" not in args  # from the config and $RLRUN_PORT
     assert args[args.index("--revision") + 1] == "abc"

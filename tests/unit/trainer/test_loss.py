@@ -26,6 +26,8 @@ def test_clipped_loss_matches_a_hand_computation():
     expected = (-min(r1 * 1, 1.2 * 1) - min(r2 * 1, 0.8 * 1) - min(1.0 * -2, 1.0 * -2)) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert stats.loss_tokens == 3 and stats.clip_fraction == pytest.approx(1 / 3)
+    # The train/inference mismatch counts masked tokens only: |0.5| + |-0.5| + |0|.
+    assert stats.abs_logprob_delta_sum == pytest.approx(1.0)
     loss.backward()
     # The clipped token gets no gradient; the kept ones get -A*ratio/normalizer; masked ones 0.
     assert new.grad.flatten().tolist() == pytest.approx([0.0, 0.0, -r2 / 3, 0.0, 2 / 3, 0.0], abs=1e-6)
