@@ -141,6 +141,7 @@ def test_watchdog_kills_a_wedged_master_only() -> None:
     assert proc.returncode == 1
     assert "survived step 1" in proc.stdout and "unreachable" not in proc.stdout
     assert re.search(
-        r"packing micro-batch step 2 made no progress for \d+s, over transport.packWatchdogSeconds=0.5", proc.stderr
+        r"packing micro-batch step 2 made no progress for \d+s, over transport.packWatchdogSeconds=0.5",
+        proc.stderr,
     )
     assert elapsed < 10
