@@ -87,8 +87,8 @@ class LocalClient(RunClient):
             run_dir = self._run_dir(sub.run)
             if (run_dir / "config.json").exists():
                 raise RequestConflict(
-                    f"{run_dir} already holds a run that was not submitted through this client: choose "
-                    "another name or root, or remove that directory"
+                    f"{run_dir} already holds a run (a cancelled one, or one started without this client): "
+                    "choose another name or root, or remove that directory"
                 )
             if self._publish(sub, record):
                 self._launch(sub, record)
