@@ -129,9 +129,9 @@ def test_inlining_checks_the_format_not_the_pixel_limit(asset_root: Path) -> Non
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 10_000, 10_000, 8, 2, 0, 0, 0))
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 9_000, 9_000, 8, 2, 0, 0, 0))
     big = asset_root / "run_t" / "assets" / "images" / "big.png"
-    big.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))  # 100 Mpx > the 67 Mpx default
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))  # 81 Mpx > the 67 Mpx default
     assert _url(inline_local_images(rollout("e1", [big]), asset_root, CAP)).startswith(
         "data:image/png;base64,"
     )
