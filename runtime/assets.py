@@ -7,8 +7,14 @@ Every role of a run shares one directory on the RWX volume, `<root>/run_<RUN_ID>
 
 Images travel between roles as absolute `file://` URIs into this tree (a relative root once produced
 `file://rel/...` URIs that nobody could open), so the root is made absolute here, always. Writes go
-through a unique temp file and `os.replace`, so a reader never sees a partial file and identical content
-from concurrent writers is harmless (the last rename wins with the same bytes).
+through a unique, fsynced temp file and `os.replace` (then the directory is fsynced), so a reader never
+sees a partial file, a crash never leaves one under a content name, and identical content from concurrent
+writers is harmless (the last rename wins with the same bytes). A file already under a content name is
+trusted only when its size and hash match.
+
+Offload treats messages as untrusted: `file://` sources must resolve inside allowed roots
+(`rlrun.runtime.fileurl`), and only bytes whose header is an image within the pixel limit are stored
+(`rlrun.runtime.imagedecode`).
 """
 
 from __future__ import annotations

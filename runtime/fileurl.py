@@ -92,7 +92,7 @@ def read_confined(
     """
     path = resolve_under(roots, ref)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)  # NOFOLLOW: a link swapped in after the check is refused, not followed
+    fd = os.open(path, flags)  # NOFOLLOW: a file swapped for a link after the check is refused, not followed
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

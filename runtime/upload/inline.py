@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlrun.runtime.config import PIL_MAX_IMAGE_PIXELS
 from rlrun.runtime.fileurl import FileTooLarge, PathEscapeError, read_confined
 from rlrun.runtime.imagedecode import ImageRejected, probe
 
@@ -67,8 +68,8 @@ def local_image_to_data_url(url: str, asset_root: Path, max_bytes: int) -> str |
         return Skipped("unreadable")
     if len(data) > max_bytes:  # the file grew after the size check
         return Skipped(f"{len(data)}+ bytes > cap {max_bytes}")
-    try:
-        info = probe(data)
+    try:  # inlining never decodes pixels: only "is it an image" matters, not multimodal.maxImagePixels
+        info = probe(data, PIL_MAX_IMAGE_PIXELS)
     except ImageRejected as exc:
         return Skipped(f"not an image: {exc}")
     media_type = f"image/{_MEDIA_SUBTYPES.get(info.format, info.format.lower())}"

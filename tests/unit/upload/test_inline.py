@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,18 @@ def test_each_file_is_read_once_per_cache(asset_root: Path) -> None:
     img.unlink()  # a second read would now miss: the cached value proves no re-read happened
     second = inline_local_images(rollout("e2", [img]), asset_root, CAP, cache)
     assert _url(second) == _url(first) == first["prompt"][0]["content"][1]["image_url"]["url"]
+
+
+def test_inlining_checks_the_format_not_the_pixel_limit(asset_root: Path) -> None:
+    """The pixel limit is enforced where images are decoded (offload, inference, trainer); the logger only
+    copies bytes, so an image the run accepted under a raised `maxImagePixels` is still inlined."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 9_000, 9_000, 8, 2, 0, 0, 0))
+    big = asset_root / "run_t" / "assets" / "images" / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))  # 81 Mpx > the 67 Mpx default
+    assert _url(inline_local_images(rollout("e1", [big]), asset_root, CAP)).startswith(
+        "data:image/png;base64,"
+    )
