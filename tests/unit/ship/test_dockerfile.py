@@ -57,8 +57,8 @@ def test_every_image_is_a_target_named_like_its_default():
 
 
 def test_the_gpu_inference_command_finds_vllms_python_first():
-    """The operator starts GPU inference as `python -m rlrun.runtime.inference.vllm_server` in the
-    inference image: `python` must be the vLLM venv's, which has vllm (the runtime venv does not)."""
+    """The operator starts GPU inference with the vLLM venv's python in the inference image (by its path,
+    and that venv is also first on PATH): the runtime venv has no vllm."""
     from rlrun.operator.api import RLRun
     from rlrun.operator.render.inference import inference_command
 
@@ -67,9 +67,10 @@ def test_the_gpu_inference_command_finds_vllms_python_first():
          "spec": {"inference": {"gpusPerReplica": 1}, "trainer": {"gpusPerNode": 1}}}
     )  # fmt: skip
     image, command, _ = inference_command(run)
-    assert image == run.spec.images.inference and command[0] == "python"
     path = [a for i, a in _stages()["inference"] if i == "ENV" and a.startswith("PATH=")][-1]
-    assert path.removeprefix("PATH=").split(":")[0] == "/opt/vllm/bin", path
+    first = path.removeprefix("PATH=").split(":")[0]
+    assert first == "/opt/vllm/bin", path
+    assert image == run.spec.images.inference and command[0] in (f"{first}/python", "python"), command
     assert _base("inference") == "runtime"
 
 
