@@ -31,12 +31,13 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from rlrun import pod_contract
 from rlrun.runtime.config import DEFAULT_ASSET_ROOT, RuntimeConfig, check_safe_id
 
 log = logging.getLogger(__name__)
 
-ASSET_ROOT_ENV = "RLRUN_ASSET_ROOT"
-RUN_ID_ENV = "RUN_ID"
+ASSET_ROOT_ENV = pod_contract.ASSET_ROOT_ENV
+RUN_ID_ENV = pod_contract.RUN_ID_ENV
 DEFAULT_FEATURE_TTL_SECONDS = 1800.0
 TEMP_FILE_GRACE_SECONDS = 3600.0  # extra age before a sweep removes a writer's temp file (a crashed writer's)
 HASH_HEX_CHARS = 16

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlrun import pod_contract
+
 EXTENSION = "rlrun.runtime.inference.vllm_server.WeightReloadExtension"
 
 
@@ -104,7 +106,9 @@ def settings_from(
     parser = argparse.ArgumentParser(prog="rlrun-inference-vllm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(environ.get("RLRUN_PORT") or 8000))
+    parser.add_argument(
+        "--port", type=int, default=int(environ.get(pod_contract.PORT_ENV) or pod_contract.INFERENCE_PORT)
+    )
     args, extra = parser.parse_known_args(argv)
     return args, [a for a in extra if a != "--"]
 
