@@ -36,6 +36,8 @@ LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 """On pod templates: hash of the runtime config, so a config change rolls the pods."""
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""Set by the Job controller on Indexed Job pods: the trainer pod's torchrun node rank."""
 RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 """Label prefixes the operator owns; `spec.podLabels` may not use them."""
 

@@ -24,7 +24,6 @@ from rlrun.operator.render.common import (
 )
 
 C = names.COMPONENT_TRAINER
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def trainer_ports(run: RLRun) -> list[tuple[str, int]]:
@@ -57,7 +56,7 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
         {
             "name": pod_contract.NODE_RANK_ENV,
             "valueFrom": {
-                "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+                "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_COMPLETION_INDEX}']"}
             },
         },
         attempt_env(attempt),
