@@ -74,10 +74,6 @@ class RunSettings:
         return self.run.spec
 
     @property
-    def name(self) -> str:
-        return self.run.metadata.name
-
-    @property
     def generation(self) -> int:
         return self.run.metadata.generation or 0
 
