@@ -7,6 +7,8 @@ key or a Service name by construction, not by copy-paste.
 
 from __future__ import annotations
 
+from rlrun import pod_contract
+
 GROUP = "rlrun.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -34,6 +36,8 @@ LABEL_ORCHESTRATOR_ATTEMPT = f"{GROUP}/orchestrator-attempt"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 """On pod templates: hash of the runtime config, so a config change rolls the pods."""
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""Set by the Job controller on Indexed Job pods: the trainer pod's torchrun node rank."""
 RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 """Label prefixes the operator owns; `spec.podLabels` may not use them."""
 
@@ -82,18 +86,18 @@ RUN_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 """DNS-1035 label: Service names derive from the run name, and Services require this form."""
 
 # ------------------------------------------------------------------------------------------- pods
-DATA_MOUNT = "/data"
-ASSET_ROOT = "/data/outputs"
-CONFIG_MOUNT = "/etc/rlrun"
-CONFIG_KEY = "config.json"
-CONFIG_PATH = f"{CONFIG_MOUNT}/{CONFIG_KEY}"
-HF_HOME = "/data/cache/huggingface"
+DATA_MOUNT = pod_contract.DATA_MOUNT
+ASSET_ROOT = pod_contract.ASSET_ROOT
+CONFIG_MOUNT = pod_contract.CONFIG_MOUNT
+CONFIG_KEY = pod_contract.CONFIG_KEY
+CONFIG_PATH = pod_contract.CONFIG_PATH
+HF_HOME = pod_contract.HF_HOME
 RUN_AS_USER = 1000
 
-INFERENCE_PORT = 8000
-ENV_WORKER_PORT = 8100
-ORCHESTRATOR_PORT = 8200
-TRAINER_MASTER_PORT = 29500
+INFERENCE_PORT = pod_contract.INFERENCE_PORT
+ENV_WORKER_PORT = pod_contract.ENV_WORKER_PORT
+ORCHESTRATOR_PORT = pod_contract.ORCHESTRATOR_PORT
+TRAINER_MASTER_PORT = pod_contract.TRAINER_MASTER_PORT
 GPU_RESOURCE = "nvidia.com/gpu"
 
 NATIVE_THREAD_ENV: tuple[tuple[str, str], ...] = (
@@ -110,23 +114,7 @@ NATIVE_THREAD_ENV: tuple[tuple[str, str], ...] = (
 )
 """SEED-SPEC §13: caps that keep image processing from spawning core-count-wide thread teams."""
 
-RESERVED_ENV = (
-    "RUN_ID",
-    "RLRUN_ASSET_ROOT",
-    "RLRUN_CONFIG",
-    "RLRUN_COMPONENT",
-    "RLRUN_INFERENCE_URLS",
-    "RLRUN_ENV_WORKER_URLS",
-    "RLRUN_PORT",
-    "RLRUN_ATTEMPT",
-    "RLRUN_PROGRESS_URL",
-    "RLRUN_PROGRESS_TOKEN",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "NNODES",
-    "NODE_RANK",
-    "NPROC_PER_NODE",
-)
+RESERVED_ENV = pod_contract.WIRED_ENV
 """Env names the renderers and the operator set (the pod contract, see render/common.py); `spec.env` may
 not override them (it would break the wiring)."""
 

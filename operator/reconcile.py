@@ -75,10 +75,6 @@ class RunSettings:
         return self.run.spec
 
     @property
-    def name(self) -> str:
-        return self.run.metadata.name
-
-    @property
     def generation(self) -> int:
         return self.run.metadata.generation or 0
 
@@ -172,11 +168,7 @@ def plan(
     all_ready = all(ok for ok, _, _ in ready.values())
     if st.phase not in TERMINAL:
         if settings.spec.suspend:
-            st.phase, st.reason, st.message = (
-                SUSPENDED,
-                "Suspended",
-                "spec.suspend is true: pods stopped, volume kept",
-            )
+            st.phase, st.reason, st.message = SUSPENDED, "Suspended", SUSPENDED_MESSAGE
         elif all_ready:
             st.phase, st.reason, st.message = RUNNING, "Running", "all components ready"
         elif st.phase == RUNNING:  # once running, a restart or a lost replica is a condition, not a phase

@@ -192,9 +192,11 @@ class Reconciler:
         settings = RunSettings(run, self.stall)
         stored = RunStatus.from_dict(body.get("status"))
         try:
+            # A run that never had a pass has nothing to find by owner reference (saves 3 lists).
             expected = tuple(
                 (api_version, kind, child_name(name, suffix))
                 for api_version, kind, suffix in CREATE_ONLY_CHILDREN
+                if stored.start_time is not None
             )
             objects, pods = await asyncio.to_thread(
                 self.kube.list_children, namespace, name, run.metadata.uid or "", expected

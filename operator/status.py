@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rlrun.operator.api import RLRunStatus, StatusSection
 from rlrun.operator.observe import Children
 from rlrun.operator.restarts import GroupState
 
@@ -29,6 +30,10 @@ STATUS_COMPONENT_KEYS = {
     "orchestrator": "orchestrator",
     "trainer": "trainer",
 }
+
+
+def _dump(model: StatusSection) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def fmt_time(value: datetime | None) -> str | None:
@@ -90,52 +95,67 @@ class RunStatus:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunStatus:
-        data = data or {}
-        orchestrator_restarts = int(data.get("orchestratorRestarts") or 0)
+        """Read `RLRun.status` through its API model (`RLRunStatus`): field names, types and time parsing
+        come from the one model the CRD is generated from."""
+        m = RLRunStatus.model_validate(data or {})
+        orchestrator_restarts = m.orchestrator_restarts or 0
+        attempt = m.orchestrator_attempt
         return cls(
-            phase=data.get("phase") or "",
-            reason=data.get("reason") or "",
-            message=data.get("message") or "",
-            conditions=[dict(c) for c in data.get("conditions") or []],
-            observed_generation=int(data.get("observedGeneration") or 0),
-            start_time=parse_time(data.get("startTime")),
-            completion_time=parse_time(data.get("completionTime")),
+            phase=m.phase or "",
+            reason=m.reason or "",
+            message=m.message or "",
+            conditions=[_dump(c) for c in m.conditions],
+            observed_generation=m.observed_generation or 0,
+            start_time=m.start_time,
+            completion_time=m.completion_time,
             trainer=GroupState(
-                int(data.get("restarts") or 0) - orchestrator_restarts,
-                int(data.get("trainerAttempt") or 0),
-                parse_time(data.get("trainerNotBefore")),
+                (m.restarts or 0) - orchestrator_restarts, m.trainer_attempt or 0, m.trainer_not_before
             ),
             orchestrator=GroupState(
                 orchestrator_restarts,
-                int(data.get("orchestratorAttempt") or orchestrator_restarts),
-                parse_time(data.get("orchestratorNotBefore")),
+                orchestrator_restarts if attempt is None else attempt,
+                m.orchestrator_not_before,
             ),
-            components={k: dict(v) for k, v in (data.get("components") or {}).items()},
-            progress=dict(data["progress"]) if data.get("progress") else None,
-            step_advanced_at=parse_time(data.get("lastStepAdvanceTime")),
-            recent_step_seconds=tuple(float(x) for x in data.get("recentStepSeconds") or ()),
+            components=_dump(m.components) if m.components else {},
+            progress=_dump(m.progress) if m.progress else None,
+            step_advanced_at=m.last_step_advance_time,
+            recent_step_seconds=tuple(m.recent_step_seconds),
+        )
+
+    def to_model(self) -> RLRunStatus:
+        return RLRunStatus.model_validate(
+            {
+                "phase": self.phase or None,
+                "reason": self.reason,
+                "message": self.message,
+                "conditions": self.conditions,
+                "observedGeneration": self.observed_generation,
+                "startTime": self.start_time,
+                "completionTime": self.completion_time,
+                "restarts": self.trainer.restarts + self.orchestrator.restarts,
+                "trainerAttempt": self.trainer.attempt,
+                "trainerNotBefore": self.trainer.not_before,
+                "orchestratorRestarts": self.orchestrator.restarts,
+                "orchestratorAttempt": self.orchestrator.attempt,
+                "orchestratorNotBefore": self.orchestrator.not_before,
+                "components": self.components,
+                "progress": self.progress,
+                "lastStepAdvanceTime": self.step_advanced_at,
+                "recentStepSeconds": list(self.recent_step_seconds),
+            }
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "reason": self.reason,
-            "message": self.message,
-            "conditions": self.conditions,
-            "observedGeneration": self.observed_generation,
-            "startTime": fmt_time(self.start_time),
-            "completionTime": fmt_time(self.completion_time),
-            "restarts": self.trainer.restarts + self.orchestrator.restarts,
-            "trainerAttempt": self.trainer.attempt,
-            "trainerNotBefore": fmt_time(self.trainer.not_before),
-            "orchestratorRestarts": self.orchestrator.restarts,
-            "orchestratorAttempt": self.orchestrator.attempt,
-            "orchestratorNotBefore": fmt_time(self.orchestrator.not_before),
-            "components": self.components,
-            "progress": self.progress,
-            "lastStepAdvanceTime": fmt_time(self.step_advanced_at),
-            "recentStepSeconds": list(self.recent_step_seconds),
-        }
+        """The status merge patch, written through `RLRunStatus`: every field the model has is present
+        (null clears one), and the progress report keeps its nulls (a field the runtime stopped sending)."""
+        model = self.to_model()
+        out: dict[str, Any] = dict.fromkeys(
+            (f.alias or name for name, f in RLRunStatus.model_fields.items()), None
+        )
+        out.update(_dump(model))
+        if model.progress is not None:
+            out["progress"] = model.progress.model_dump(by_alias=True, mode="json")
+        return out
 
     def condition(self, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)

@@ -33,6 +33,7 @@ from typing import Any
 
 from PIL import Image
 
+from rlrun import pod_contract
 from rlrun.runtime.config import DEFAULT_ASSET_ROOT, DEFAULT_MAX_IMAGE_PIXELS, RuntimeConfig, check_safe_id
 from rlrun.runtime.fileurl import PathEscapeError as PathEscapeError
 from rlrun.runtime.fileurl import path_to_uri as path_to_uri
@@ -41,8 +42,8 @@ from rlrun.runtime.fileurl import resolve_inside as resolve_inside
 from rlrun.runtime.fileurl import uri_to_path as uri_to_path
 from rlrun.runtime.imagedecode import ImageRejected, check_pixels, probe
 
-ASSET_ROOT_ENV = "RLRUN_ASSET_ROOT"
-RUN_ID_ENV = "RUN_ID"
+ASSET_ROOT_ENV = pod_contract.ASSET_ROOT_ENV
+RUN_ID_ENV = pod_contract.RUN_ID_ENV
 HASH_HEX_CHARS = 16
 
 _EXTENSIONS = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}

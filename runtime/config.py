@@ -21,13 +21,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from rlrun import pod_contract
+
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 """Ids that become path components (RUN_ID, environment ids, ...). `.` and `..` are refused separately."""
 
 DEFAULT_ASSET_ROOT = "/data/outputs"
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 PIL_MAX_IMAGE_PIXELS = 178_956_970  # Pillow refuses larger images itself (2 x its MAX_IMAGE_PIXELS)
-CONFIG_ENV = "RLRUN_CONFIG"  # path of the JSON config file inside a pod
+CONFIG_ENV = pod_contract.CONFIG_ENV  # path of the JSON config file inside a pod
 PROGRESS_FILE = "progress.json"
 VOLUME_NOT_WRITABLE = "VolumeNotWritable"
 """Prefix of a role's termination message when the run volume is not writable (runtime/volume.py); the
@@ -259,9 +261,9 @@ class RuntimeConfig(Section):
         """Read the config file ($RLRUN_CONFIG by default); RUN_ID / RLRUN_ASSET_ROOT env vars override."""
         path = path or os.environ.get(CONFIG_ENV)
         data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
-        if run_id := os.environ.get("RUN_ID"):
+        if run_id := os.environ.get(pod_contract.RUN_ID_ENV):
             data["runId"] = run_id
-        if root := os.environ.get("RLRUN_ASSET_ROOT"):
+        if root := os.environ.get(pod_contract.ASSET_ROOT_ENV):
             data["assetRoot"] = root
         return cls.model_validate(data)
 

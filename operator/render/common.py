@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import PodScheduling, ResourceRequirements, RLRun, RLRunSpec, to_runtime_config
 
@@ -94,16 +95,16 @@ def service_url(run: RLRun, suffix: str, port: int) -> str:
 def base_env(run: RLRun, component: str) -> list[dict[str, Any]]:
     """Env of every container: identity, config path, peer URLs, native-thread caps, then the user's."""
     env: list[dict[str, Any]] = [
-        {"name": "RUN_ID", "value": run_name(run)},
-        {"name": "RLRUN_ASSET_ROOT", "value": names.ASSET_ROOT},
-        {"name": "RLRUN_CONFIG", "value": names.CONFIG_PATH},
-        {"name": "RLRUN_COMPONENT", "value": component},
+        {"name": pod_contract.RUN_ID_ENV, "value": run_name(run)},
+        {"name": pod_contract.ASSET_ROOT_ENV, "value": names.ASSET_ROOT},
+        {"name": pod_contract.CONFIG_ENV, "value": names.CONFIG_PATH},
+        {"name": pod_contract.COMPONENT_ENV, "value": component},
         {
-            "name": "RLRUN_INFERENCE_URLS",
+            "name": pod_contract.INFERENCE_URLS_ENV,
             "value": service_url(run, names.SUFFIX_INFERENCE, names.INFERENCE_PORT),
         },
         {
-            "name": "RLRUN_ENV_WORKER_URLS",
+            "name": pod_contract.ENV_WORKER_URLS_ENV,
             "value": service_url(run, names.SUFFIX_ENV_WORKERS, names.ENV_WORKER_PORT),
         },
         {"name": "HF_HOME", "value": names.HF_HOME},
@@ -274,4 +275,4 @@ def job_labels(run: RLRun, component: str) -> dict[str, str]:
 
 def attempt_env(attempt: int) -> dict[str, str]:
     """RLRUN_ATTEMPT: which restart attempt a Job's pods belong to (progress reports carry it)."""
-    return {"name": "RLRUN_ATTEMPT", "value": str(attempt)}
+    return {"name": pod_contract.ATTEMPT_ENV, "value": str(attempt)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import Manifest, container, metadata, pod_template, selector_labels, service
@@ -19,7 +20,7 @@ def render_env_workers(run: RLRun) -> list[Manifest]:
         command=["rlrun-env-worker"],
         ports=PORTS,
         spec_resources=ew.resources,
-        extra_env=[{"name": "RLRUN_PORT", "value": str(names.ENV_WORKER_PORT)}],
+        extra_env=[{"name": pod_contract.PORT_ENV, "value": str(names.ENV_WORKER_PORT)}],
     )
     main["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}
     deployment = {

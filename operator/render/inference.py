@@ -3,6 +3,7 @@ the same API (`spec.inference.engine`; unset: vLLM on GPU, the CPU engine when g
 
 from __future__ import annotations
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import Manifest, container, metadata, pod_template, selector_labels, service
@@ -38,7 +39,7 @@ def render_inference(run: RLRun) -> list[Manifest]:
         ports=PORTS,
         spec_resources=inf.resources,
         gpus=inf.gpus_per_replica,
-        extra_env=[{"name": "RLRUN_PORT", "value": str(names.INFERENCE_PORT)}],
+        extra_env=[{"name": pod_contract.PORT_ENV, "value": str(names.INFERENCE_PORT)}],
         shm=gpu,
     )
     main["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}

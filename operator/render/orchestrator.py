@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import (
@@ -41,13 +42,13 @@ def progress_env(run: RLRun, progress_url: str | None) -> list[dict[str, Any]]:
     secret = names.child_name(run_name(run), names.SUFFIX_PROGRESS)
     env: list[dict[str, Any]] = [
         {
-            "name": "RLRUN_PROGRESS_TOKEN",
+            "name": pod_contract.PROGRESS_TOKEN_ENV,
             "valueFrom": {"secretKeyRef": {"name": secret, "key": names.PROGRESS_TOKEN_KEY}},
         }
     ]
     if progress_url:
         path = names.PROGRESS_PATH.format(namespace=run.metadata.namespace or "default", name=run_name(run))
-        env.append({"name": "RLRUN_PROGRESS_URL", "value": progress_url.rstrip("/") + path})
+        env.append({"name": pod_contract.PROGRESS_URL_ENV, "value": progress_url.rstrip("/") + path})
     return env
 
 
@@ -74,7 +75,7 @@ def render_orchestrator(
         ports=PORTS,
         spec_resources=orch.resources,
         extra_env=[
-            {"name": "RLRUN_PORT", "value": str(names.ORCHESTRATOR_PORT)},
+            {"name": pod_contract.PORT_ENV, "value": str(names.ORCHESTRATOR_PORT)},
             *upload_env(run),
             attempt_env(attempt),
             *progress_env(run, progress_url),

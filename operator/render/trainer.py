@@ -8,6 +8,7 @@ whole group with a new attempt (label rlrun.dev/trainer-attempt) from the last c
 
 from __future__ import annotations
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import (
@@ -23,7 +24,6 @@ from rlrun.operator.render.common import (
 )
 
 C = names.COMPONENT_TRAINER
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def trainer_ports(run: RLRun) -> list[tuple[str, int]]:
@@ -49,14 +49,14 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
     tr = run.spec.trainer
     svc_name = names.child_name(run_name(run), names.SUFFIX_TRAINER)
     wiring = [
-        {"name": "MASTER_ADDR", "value": names.trainer_master_addr(run_name(run))},
-        {"name": "MASTER_PORT", "value": str(names.TRAINER_MASTER_PORT)},
-        {"name": "NNODES", "value": str(tr.nodes)},
-        {"name": "NPROC_PER_NODE", "value": str(tr.ranks_per_node)},
+        {"name": pod_contract.MASTER_ADDR_ENV, "value": names.trainer_master_addr(run_name(run))},
+        {"name": pod_contract.MASTER_PORT_ENV, "value": str(names.TRAINER_MASTER_PORT)},
+        {"name": pod_contract.NNODES_ENV, "value": str(tr.nodes)},
+        {"name": pod_contract.NPROC_PER_NODE_ENV, "value": str(tr.ranks_per_node)},
         {
-            "name": "NODE_RANK",
+            "name": pod_contract.NODE_RANK_ENV,
             "valueFrom": {
-                "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+                "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_COMPLETION_INDEX}']"}
             },
         },
         attempt_env(attempt),

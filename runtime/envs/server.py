@@ -27,13 +27,14 @@ import httpx
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rlrun import pod_contract
 from rlrun.runtime.envs.worker import RolloutError, RolloutWorker, Sampling
 from rlrun.runtime.serving import serve
 
 log = logging.getLogger("rlrun.env_worker")
 WORKER = web.AppKey("worker", RolloutWorker)
-INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
-PORT_ENV = "RLRUN_PORT"
+INFERENCE_URLS_ENV = pod_contract.INFERENCE_URLS_ENV
+PORT_ENV = pod_contract.PORT_ENV
 
 
 class SamplingBody(BaseModel):
@@ -132,7 +133,9 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
     parser = argparse.ArgumentParser(prog="rlrun-env-worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(environ.get(PORT_ENV) or 8100))
+    parser.add_argument(
+        "--port", type=int, default=int(environ.get(PORT_ENV) or pod_contract.ENV_WORKER_PORT)
+    )
     parser.add_argument(
         "--inference-url", action="append", default=[], help=f"repeatable; default ${INFERENCE_URLS_ENV}"
     )

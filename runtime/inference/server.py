@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rlrun import pod_contract
 from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.inference.batching import MicroBatcher
 from rlrun.runtime.inference.engine import Completion, Engine, GenerationRequest
@@ -44,7 +45,7 @@ from rlrun.runtime.models.chat import load_image_url, render_prompt
 from rlrun.runtime.serving import serve
 
 log = logging.getLogger("rlrun.inference")
-PORT_ENV = "RLRUN_PORT"
+PORT_ENV = pod_contract.PORT_ENV
 
 ENGINE = web.AppKey("engine", Engine)
 BATCHER = web.AppKey("batcher", MicroBatcher)
@@ -187,7 +188,7 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument("--model", help="override model.name of the config")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(environ.get(PORT_ENV) or 8000))
+    parser.add_argument("--port", type=int, default=int(environ.get(PORT_ENV) or pod_contract.INFERENCE_PORT))
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch-window-ms", type=float, default=5.0)

@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlrun import pod_contract
 from rlrun.runtime.models.tiny import BUILTIN_TINY
 
 log = logging.getLogger("rlrun.inference")
@@ -151,7 +152,9 @@ def settings_from(
     parser = argparse.ArgumentParser(prog="rlrun-inference-vllm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(environ.get("RLRUN_PORT") or 8000))
+    parser.add_argument(
+        "--port", type=int, default=int(environ.get(pod_contract.PORT_ENV) or pod_contract.INFERENCE_PORT)
+    )
     parser.add_argument("--ready-file", type=Path, help="write {url, port} here once serving")
     args, extra = parser.parse_known_args(argv)
     return args, [a for a in extra if a != "--"]

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from rlrun import pod_contract
 from rlrun.runtime.config import Progress, RuntimeConfig
 from rlrun.runtime.orchestrator.loop import Orchestrator
 from rlrun.runtime.orchestrator.memory import release_memory
@@ -26,10 +27,10 @@ from rlrun.runtime.orchestrator.state import load_state
 from rlrun.runtime.volume import ensure_writable
 
 log = logging.getLogger("rlrun.orchestrator")
-ENV_WORKER_URLS_ENV = "RLRUN_ENV_WORKER_URLS"
-INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
-PORT_ENV = "RLRUN_PORT"
-ATTEMPT_ENV = "RLRUN_ATTEMPT"
+ENV_WORKER_URLS_ENV = pod_contract.ENV_WORKER_URLS_ENV
+INFERENCE_URLS_ENV = pod_contract.INFERENCE_URLS_ENV
+PORT_ENV = pod_contract.PORT_ENV
+ATTEMPT_ENV = pod_contract.ATTEMPT_ENV
 
 
 def _urls(flag: list[str] | None, environ: Mapping[str, str], env: str) -> list[str]:
@@ -101,7 +102,7 @@ async def serve(
 
 def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
     """The command line, resolved against the environment (pure): `env_urls`, `inference_urls`,
-    `status_port` (--status-port, else $RLRUN_PORT, else 8080) and `attempt` ($RLRUN_ATTEMPT, the
+    `status_port` (--status-port, else $RLRUN_PORT, else 8200, the pods' port) and `attempt` ($RLRUN_ATTEMPT, the
     operator's orchestrator attempt; None outside a cluster, where the saved state counts restarts)."""
     parser = argparse.ArgumentParser(prog="rlrun-orchestrator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="runtime config JSON (default: $RLRUN_CONFIG)")
@@ -109,7 +110,9 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
         "--env-worker-url", action="append", help=f"repeatable; default ${ENV_WORKER_URLS_ENV}"
     )
     parser.add_argument("--inference-url", action="append", help=f"repeatable; default ${INFERENCE_URLS_ENV}")
-    parser.add_argument("--status-port", type=int, default=int(environ.get(PORT_ENV) or 8080))
+    parser.add_argument(
+        "--status-port", type=int, default=int(environ.get(PORT_ENV) or pod_contract.ORCHESTRATOR_PORT)
+    )
     args = parser.parse_args(argv)
     args.env_urls = _urls(args.env_worker_url, environ, ENV_WORKER_URLS_ENV)
     args.inference_urls = _urls(args.inference_url, environ, INFERENCE_URLS_ENV)

@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from rlrun import pod_contract
 from rlrun.runtime.config import Progress, write_progress
 
 log = logging.getLogger(__name__)
-PROGRESS_URL_ENV = "RLRUN_PROGRESS_URL"
-PROGRESS_TOKEN_ENV = "RLRUN_PROGRESS_TOKEN"
+PROGRESS_URL_ENV = pod_contract.PROGRESS_URL_ENV
+PROGRESS_TOKEN_ENV = pod_contract.PROGRESS_TOKEN_ENV
 
 
 class ProgressPublisher:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rlrun import pod_contract
 from rlrun.runtime.config import RuntimeConfig
 from rlrun.runtime.lifetime import die_with_parent
 from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
@@ -50,7 +51,7 @@ from rlrun.runtime.volume import ensure_writable
 from rlrun.runtime.wire import MicroBatch
 
 log = logging.getLogger("rlrun.trainer")
-INFERENCE_URLS_ENV = "RLRUN_INFERENCE_URLS"
+INFERENCE_URLS_ENV = pod_contract.INFERENCE_URLS_ENV
 # The publish-status poll sits on every step's critical path (the batch is usually ready within ms of the
 # previous step): the transport's 1 s default doubled the CPU example's step time.
 # (It was defined but never passed to FanOut, so every step waited ~0.5 s on average for rank 1's 1 s poll.)

@@ -32,6 +32,7 @@ import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from rlrun import pod_contract
 from rlrun.runtime.config import TransportConfig
 from rlrun.runtime.wire import EncodedTensor, MicroBatch
 
@@ -59,7 +60,7 @@ def connect_host(cfg: TransportConfig, environ: Mapping[str, str] | None = None)
     if cfg.host and cfg.host != BIND_HOST:
         return cfg.host
     env = os.environ if environ is None else environ
-    return env.get("MASTER_ADDR") or LAST_RESORT_HOST
+    return env.get(pod_contract.MASTER_ADDR_ENV) or LAST_RESORT_HOST
 
 
 def tcp_endpoint(host: str, port: int) -> str:

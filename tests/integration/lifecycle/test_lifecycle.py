@@ -116,6 +116,10 @@ def test_kueue_trainer_is_created_suspended_and_unsuspending_proceeds(crd, names
         job = wait_for(lambda: get(kube, namespace, "job", "demo-trainer"), 30, "trainer Job")
         assert job["spec"]["suspend"] is True
         assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        orchestrator = get(kube, namespace, "job", "demo-orchestrator")
+        assert (
+            "kueue.x-k8s.io/queue-name" not in orchestrator["metadata"]["labels"]
+        )  # only the trainer queues
         wait_for(lambda: running_pod(kube, namespace, "orchestrator"), 60, "orchestrator runs unqueued")
         # The status lags the cluster by up to one pass (the first pass wrote TrainerReady=Missing before
         # the Job it created was observed): wait for the pass that sees the suspended Job.
@@ -125,6 +129,7 @@ def test_kueue_trainer_is_created_suspended_and_unsuspending_proceeds(crd, names
             "TrainerReady reason Suspended",
         )
         assert phase(kube, namespace) == "Pending", "Pending while the trainer is queued"
+        assert get(kube, namespace, "job", "demo-trainer")["spec"]["suspend"] is True  # never resumed by us
         assert not pods(kube, namespace, "trainer")
         # play Kueue: admit the gang
         kube.kubectl(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from controlplane import _die_with_parent as die_with_parent
 from controlplane import wait_until
 
 from rlrun.operator import names
@@ -165,8 +166,9 @@ def operator_process(
     cmd = [str(Path(sys.executable).parent / "rlrun"), "operator", "--namespace", namespace,
            "--kubeconfig", str(kubeconfig or kube.kubeconfig), "--interval", "1", *extra]  # fmt: skip
     log = open(log_path, "wb")  # noqa: SIM115 (owned by the process)
+    # own session (signals go to it alone) and SIGKILL when the test process dies, however it dies
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                            preexec_fn=die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
 
 
 def end_process(proc: subprocess.Popen[bytes]) -> None:

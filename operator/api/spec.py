@@ -1,24 +1,31 @@
-"""The RLRun API (`rlrun.dev/v1alpha1`): spec and status as pydantic models, the single source of the CRD.
+"""The RLRun spec: pydantic models (the single source of the CRD's spec schema) and spec -> runtime config.
 
 The runtime sections of `rlrun.runtime.config` are reused as they are (or subclassed to add the
 Kubernetes-only knobs: resources, scheduling) so one YAML drives both `rlrun local` and the operator.
-
-Cross-field rules live twice, on purpose: as CEL (`x-kubernetes-validations`, enforced by the API server,
-so `kubectl apply` of a bad spec fails before anything is created) and as pydantic validators with the
-same message (so `rlrun render` / `rlrun local` fail the same way with no API server). The admission
-test table checks that both sides reject every invalid spec with the same message.
+Cross-field rules live twice, on purpose: as CEL (enforced by the API server) and as pydantic validators
+with the same message (`messages.py`), so `rlrun render` / `rlrun local` fail the same way offline.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from rlrun.operator import names
+from rlrun.operator.api.messages import (
+    MSG_BACKOFF,
+    MSG_ENGINE_GPU,
+    MSG_ENV_RESERVED,
+    MSG_GPU_IN_RESOURCES,
+    MSG_LABELS_RESERVED,
+    MSG_MICRO_BATCH,
+    MSG_PROCS,
+    MSG_STORAGE_EXCLUSIVE,
+    MSG_TP,
+    MSG_UPLOAD_BOTH,
+    MSG_UPLOAD_CREDS,
+)
 from rlrun.runtime.config import (
     DEFAULT_ASSET_ROOT,
     EnvironmentConfig,
@@ -51,38 +58,6 @@ def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, 
 
 def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
-
-
-MSG_GPU_IN_RESOURCES = (
-    "resources may not set nvidia.com/gpu: set trainer.gpusPerNode or inference.gpusPerReplica instead"
-)
-MSG_STORAGE_EXCLUSIVE = (
-    "spec.storage.existingClaim and spec.storage.storageClassName are "
-    "mutually exclusive: an existing claim already has its storage class"
-)
-MSG_TP = (
-    "spec.inference.gpusPerReplica must be a multiple of "
-    "spec.inference.tensorParallelSize (CPU inference, gpusPerReplica 0, needs "
-    "tensorParallelSize 1): change one of them"
-)
-MSG_ENGINE_GPU = (
-    "spec.inference.engine vllm on a cluster needs spec.inference.gpusPerReplica > 0: the runtime image "
-    "installs vLLM's CUDA build (use engine rlrun for CPU pods; `rlrun local --engine vllm` runs vLLM's "
-    "CPU build on this machine)"
-)
-MSG_PROCS = (
-    "spec.trainer.processesPerNode must equal spec.trainer.gpusPerNode on GPU nodes "
-    "(one rank per GPU): remove processesPerNode to get that default"
-)
-MSG_UPLOAD_BOTH = (
-    "spec.sampleUpload.presignEndpoint and spec.sampleUpload.bucket are mutually "
-    "exclusive: choose platform mode or S3 mode"
-)
-MSG_UPLOAD_CREDS = (
-    "spec.sampleUpload.credentialsSecret is only used in S3 mode: "
-    "set spec.sampleUpload.bucket or remove credentialsSecret"
-)
-MSG_BACKOFF = "spec.failurePolicy.backoffMaxSeconds must be >= spec.failurePolicy.backoffSeconds"
 
 
 # ------------------------------------------------------------------------------- shared pieces
@@ -384,15 +359,6 @@ class FailurePolicy(Section):
 
 _reserved_env = ", ".join(f"'{n}'" for n in names.RESERVED_ENV)
 _reserved_label_rule = " && ".join(f"!k.startsWith('{p}')" for p in names.RESERVED_LABEL_PREFIXES)
-MSG_ENV_RESERVED = (
-    "spec.env may not set " + ", ".join(names.RESERVED_ENV) + ": the operator wires those variables"
-)
-MSG_LABELS_RESERVED = (
-    "spec.podLabels may not use the "
-    + " or ".join(names.RESERVED_LABEL_PREFIXES)
-    + " prefixes: the operator sets those labels"
-)
-MSG_MICRO_BATCH = "spec.trainer.microBatchSize must not exceed spec.orchestrator.batchSize"
 
 
 class RLRunSpec(Section):
@@ -463,197 +429,6 @@ class RLRunSpec(Section):
         if self.trainer.micro_batch_size > self.orchestrator.batch_size:
             raise ValueError(MSG_MICRO_BATCH)
         return self
-
-
-# ------------------------------------------------------------------------------------------ status
-
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-CONDITION_TYPES = (
-    "Ready",
-    "InferenceReady",
-    "EnvWorkersReady",
-    "OrchestratorReady",
-    "TrainerReady",
-    "Stalled",
-    "ReconcileError",
-)
-
-
-class StatusSection(Section):
-    """Status parts tolerate keys they do not know: an older operator must still read a newer status."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-class Condition(StatusSection):
-    type: str = Field(max_length=64, description="One of " + ", ".join(CONDITION_TYPES) + ".")
-    status: Literal["True", "False", "Unknown"]
-    reason: str | None = Field(None, max_length=256)
-    message: str | None = Field(None, max_length=32768)
-    last_transition_time: datetime | None = None
-    observed_generation: int | None = Field(None, ge=0)
-
-
-class ComponentCount(StatusSection):
-    ready: int = Field(0, ge=0)
-    desired: int = Field(0, ge=0)
-
-
-class ComponentsStatus(StatusSection):
-    inference: ComponentCount | None = None
-    env_workers: ComponentCount | None = None
-    orchestrator: ComponentCount | None = None
-    trainer: ComponentCount | None = None
-
-
-class ProgressStatus(StatusSection):
-    """The runtime's `progress.json` (rlrun.runtime.config.Progress), as copied by the operator."""
-
-    step: int | None = Field(None, ge=0, description="Last completed training step.")
-    max_steps: int | None = Field(None, ge=0)
-    reward_mean: float | None = Field(None, description="Mean reward of the last step's rollouts.")
-    samples_per_second: float | None = None
-    policy_lag: int | None = Field(None, ge=0)
-    updated_at: datetime | None = None
-    attempt: int | None = Field(None, ge=0, description="Orchestrator attempt that reported it.")
-    step_seconds: float | None = Field(
-        None, ge=0, description="Duration of the last step; seeds stall detection after an operator restart."
-    )
-
-
-class RLRunStatus(StatusSection):
-    """Observed state, written only by the operator."""
-
-    phase: Phase | None = None
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        max_length=16,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-    observed_generation: int | None = Field(None, ge=0)
-    start_time: datetime | None = Field(None, description="When the run first had all children (Running).")
-    completion_time: datetime | None = None
-    restarts: int | None = Field(None, ge=0, description="Trainer-group plus orchestrator restarts.")
-    trainer_attempt: int | None = Field(None, ge=0)
-    trainer_not_before: datetime | None = Field(
-        None, description="Backoff: the trainer group's current attempt is not created before this time."
-    )
-    orchestrator_restarts: int | None = Field(None, ge=0)
-    orchestrator_attempt: int | None = Field(
-        None,
-        ge=0,
-        description="Orchestrator attempt (RLRUN_ATTEMPT of its pod); progress from older ones is refused.",
-    )
-    orchestrator_not_before: datetime | None = Field(
-        None, description="Backoff: the orchestrator's current attempt is not created before this time."
-    )
-    components: ComponentsStatus | None = None
-    progress: ProgressStatus | None = None
-    last_step_advance_time: datetime | None = Field(
-        None, description="When progress.step last advanced (operator clock); stall detection reads it."
-    )
-    recent_step_seconds: list[float] = Field(
-        default_factory=list, max_length=64, description="Recent step durations; scale the stall threshold."
-    )
-    message: str | None = None
-    reason: str | None = None
-
-
-# -------------------------------------------------------------------------------------- the object
-
-MSG_NAME_LENGTH = (
-    f"metadata.name must be at most {names.MAX_RUN_NAME_LENGTH} characters: child names such as "
-    f"<name>{names.LONGEST_NAME_SUFFIX} must stay {names.DNS_LABEL_MAX}-character DNS labels"
-)
-MSG_NAME_FORM = (
-    "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): "
-    "it names the run's Services"
-)
-MSG_MODEL_IMMUTABLE = (
-    "spec.model cannot change once the run started (status.startTime is set): create a new RLRun"
-)
-MSG_TRAINER_SHAPE_IMMUTABLE = (
-    "spec.trainer.nodes, gpusPerNode and processesPerNode cannot change once the run started "
-    "(status.startTime is set): create a new RLRun"
-)
-_started = "has(oldSelf.status) && has(oldSelf.status.startTime)"
-ROOT_VALIDATIONS = [
-    cel(
-        f"size(self.metadata.name) <= {names.MAX_RUN_NAME_LENGTH}",
-        MSG_NAME_LENGTH,
-    ),
-    cel(f"self.metadata.name.matches('{names.RUN_NAME_PATTERN}')", MSG_NAME_FORM),
-    cel(
-        f"!({_started}) || self.spec.model == oldSelf.spec.model",
-        MSG_MODEL_IMMUTABLE,
-        field_path=".spec.model",
-    ),
-    cel(
-        f"!({_started}) || (self.spec.trainer.nodes == oldSelf.spec.trainer.nodes && "
-        "self.spec.trainer.gpusPerNode == oldSelf.spec.trainer.gpusPerNode && "
-        "self.spec.trainer.?processesPerNode == oldSelf.spec.trainer.?processesPerNode)",
-        MSG_TRAINER_SHAPE_IMMUTABLE,
-        field_path=".spec.trainer",
-    ),
-]
-"""Rules on the whole object (metadata.name, and transitions that need status); the CRD generator puts
-them at the root of the schema, where `self.metadata.name` and `oldSelf.status` are visible."""
-
-
-def check_run_name(name: str) -> str:
-    """Raise ValueError with the CRD's message when `name` cannot name a run."""
-    if len(name) > names.MAX_RUN_NAME_LENGTH:
-        raise ValueError(MSG_NAME_LENGTH)
-    if not re.fullmatch(names.RUN_NAME_PATTERN, name):
-        raise ValueError(MSG_NAME_FORM)
-    return name
-
-
-class ObjectMeta(BaseModel):
-    """The metadata rlrun reads; the API server's other fields (managedFields, ...) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    namespace: str | None = None
-    uid: str | None = None
-    generation: int | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _name(self) -> ObjectMeta:
-        check_run_name(self.name)
-        return self
-
-
-class RLRun(BaseModel):
-    """A whole RLRun object, as read from a YAML file or from the API server."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    api_version: Literal["rlrun.dev/v1alpha1"] = Field(names.API_VERSION, alias="apiVersion")
-    kind: Literal["RLRun"] = names.KIND
-    metadata: ObjectMeta
-    spec: RLRunSpec = Field(default_factory=RLRunSpec)
-    status: RLRunStatus | None = None
-
-    @classmethod
-    def model_validate(cls, obj: Any, *, strict: bool | None = None, **kwargs: Any) -> RLRun:  # type: ignore[override]
-        """Validate a document as the API server does: strictly, as JSON. Lax pydantic would coerce
-        `suspend: "yes"` or `nodes: "2"` that the CRD refuses, so `rlrun render` / `rlrun local` and the
-        cluster would disagree about the same file; JSON mode still reads RFC 3339 strings as times."""
-        if isinstance(obj, cls):
-            return obj
-        text = json.dumps(obj, default=_json_value)
-        return cls.model_validate_json(text, strict=True if strict is None else strict, **kwargs)
-
-
-def _json_value(value: Any) -> str:
-    """YAML may load an unquoted timestamp as a datetime; JSON carries it as RFC 3339, as the API does."""
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 # --------------------------------------------------------------------------- spec -> runtime config
