@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from rlrun.runtime.config import RuntimeConfig
-from rlrun.runtime.lifetime import die_with_parent
+from rlrun.runtime.lifetime import watch_parent
 from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
 from rlrun.runtime.trainer.checkpoint import (
     complete_steps,
@@ -236,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s trainer[%(process)d] %(levelname)s %(message)s"
     )
-    die_with_parent(os.getppid())  # torchrun killed outright (SIGKILL) must not leave its ranks running
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun killed outright (SIGKILL) must not leave its ranks
+        watch_parent(("torchrun", "torch.distributed.run"))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = RuntimeConfig.load(args.config)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
