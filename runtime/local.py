@@ -467,8 +467,9 @@ def run_local(
             if outcome[0] != "succeeded":
                 run.finish_progress(*outcome)
         finally:
-            signal.signal(signal.SIGINT, handlers[0])
-            signal.signal(signal.SIGTERM, previous)
+            if outcome[0] != "interrupted":  # interrupted: the launcher exits next, ignoring more signals
+                signal.signal(signal.SIGINT, handlers[0])
+                signal.signal(signal.SIGTERM, previous)
     env = cfg.env_workers.environment
     chance = 1.0 / int(env.args.get("num_colours", 4)) if env.id == "color-codeword" else None
     save_reward_curve(run.run_dir, chance)

@@ -80,7 +80,7 @@ def local(args: argparse.Namespace) -> int:
         console.print(failure.log_tail, markup=False, highlight=False)
         return 1
     except (KeyboardInterrupt, Interrupted) as stop:
-        console.print(f"interrupted ({stop or 'SIGINT'}): every role was stopped; continue with --resume",
+        console.print(f"interrupted ({str(stop) or 'SIGINT'}): every role was stopped; continue with --resume",
                       markup=False, highlight=False, soft_wrap=True)  # fmt: skip
         return 130
     except (FileExistsError, FileNotFoundError) as e:

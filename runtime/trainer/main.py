@@ -139,9 +139,10 @@ class Trainer:
             state = full_state(self.model, self.optimizer)
             if self.rank == 0:
                 save_checkpoint(self.ckpt_dir, version, state)
+            dist.barrier()
+            if self.rank == 0:  # after the barrier: it stays right behind the checkpoint's DONE marker
                 # Batches before the oldest kept checkpoint are consumed and no resume reads them again.
                 prune_batches(self.rollouts_dir, before=complete_steps(self.ckpt_dir)[0])
-            dist.barrier()
         self._log_metrics(step, mbs, stats, grad_norm, t0, t_wait, t_load, t_train)
 
     def _load(self, mb: MicroBatch) -> MicroBatchTensors:
