@@ -13,6 +13,8 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Looked up once, in the parent: a `preexec_fn` runs between fork and exec, where loading a library could
@@ -32,3 +34,32 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), sig)
+
+
+def watch_parent(
+    parent_names: tuple[str, ...], every_seconds: float = 0.5, sig: int = signal.SIGKILL
+) -> None:
+    """For a process started by a parent whose command line contains one of `parent_names` (torchrun's ranks):
+    if that parent is already gone, die now; else `die_with_parent`, plus a daemon thread that sends `sig`
+    once this process is re-parented.
+
+    A rank starts seconds before it gets here (importing torch); a torchrun killed meanwhile leaves it
+    re-parented to init (or a subreaper), which the kernel's setting can no longer catch, so the parent is
+    recognized by its command line (in a pod, torchrun may itself be PID 1)."""
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/cmdline", "rb") as f:
+            cmdline = f.read()
+        alive = any(name.encode() in cmdline for name in parent_names)
+    except OSError:  # no /proc (not Linux): nothing to check
+        alive = True
+    if not alive:
+        os.kill(os.getpid(), sig)
+    die_with_parent(parent, sig)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_seconds)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()

@@ -3,28 +3,35 @@
 Each role is the same entry point the pods run (inference, env-workers, orchestrator, torchrun trainer),
 started in its own process group with native-thread limits and a log file under `<run_dir>/logs/`.
 The launcher shows a live progress bar from `progress.json`, and on success a summary and
-`reward_curve.png`. Any role failing, or Ctrl-C, stops every group (SIGTERM, then SIGKILL) and shows the
-failing role's log tail; nothing is left running. `resume=True` continues an interrupted run: the trainer
-from its last complete checkpoint, the orchestrator from its saved position.
+`reward_curve.png`. Any role failing, Ctrl-C or SIGTERM stops every role's process tree (SIGTERM, then
+SIGKILL after `STOP_GRACE_SECONDS`; further signals are ignored until that is done), writes the final state
+(`failed` / `interrupted`) into `progress.json` and shows the failing role's error line and log path. Each
+role also dies with the launcher (PR_SET_PDEATHSIG), so even a SIGKILLed launcher leaves nothing running.
+`resume=True` continues an interrupted run: the trainer from its last complete checkpoint, the orchestrator
+from its saved position. `preflight` checks what can be checked in seconds before any role starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from rlrun.runtime.config import CONFIG_ENV, PROGRESS_FILE, Progress, RuntimeConfig
+from rlrun.runtime.config import CONFIG_ENV, PROGRESS_FILE, Progress, RuntimeConfig, write_progress
+from rlrun.runtime.lifetime import die_with_parent
 
 NATIVE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -61,12 +68,57 @@ def vllm_python(environ: Mapping[str, str] | None = None) -> Path:
 FINISH_TIMEOUT_SECONDS = 120.0
 
 
-class RoleFailed(RuntimeError):
-    """A role exited unexpectedly; `log_tail` is the end of its log."""
+# The last line of a Python traceback ("pkg.mod.SomeError: message"), optionally behind torchrun's
+# "[rank1]: " prefix; torchrun's own summary error (ChildFailedError) names no cause and is skipped.
+_ERROR_LINE = re.compile(
+    r"^(?:\[rank\d+\]:\s*)?(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)\b(?::.*)?$"
+)
+_NOT_A_CAUSE = ("ChildFailedError", "KeyboardInterrupt")
 
-    def __init__(self, role: str, returncode: int | None, log_tail: str) -> None:
+
+class Interrupted(Exception):
+    """The launcher got SIGTERM (SIGINT arrives as KeyboardInterrupt); handled like Ctrl-C."""
+
+
+class RoleFailed(RuntimeError):
+    """A role exited unexpectedly; `error_line` is the first error its log shows since it started,
+    `log_tail` the end of that log and `log_path` where the whole log is."""
+
+    def __init__(
+        self, role: str, returncode: int | None, log_tail: str, log_path: Path | None = None
+    ) -> None:
         super().__init__(f"role {role} failed (exit code {returncode})")
-        self.role, self.returncode, self.log_tail = role, returncode, log_tail
+        self.role, self.returncode, self.log_tail, self.log_path = role, returncode, log_tail, log_path
+        self.error_line = first_error_line(log_tail)
+
+
+def first_error_line(log: str) -> str | None:
+    """The first traceback's error line in `log` (the cause; later ones are its consequences)."""
+    for line in log.splitlines():
+        line = line.strip()
+        if _ERROR_LINE.match(line) and not any(skip in line for skip in _NOT_A_CAUSE):
+            return line
+    return None
+
+
+def preflight(cfg: RuntimeConfig) -> list[str]:
+    """What would make a role fail at start-up, found in seconds instead of 20-45 s into the run:
+    an unknown environment or bad environment args, an unknown builtin or a model path without a model."""
+    from rlrun.runtime.envs.builtin import make_environment
+    from rlrun.runtime.models.tiny import BUILTIN_TINY
+
+    problems = []
+    env = cfg.env_workers.environment
+    try:
+        make_environment(env.id, env.args)
+    except ValueError as err:
+        problems.append(f"envWorkers.environment: {err}")
+    name = cfg.model.name
+    if name.startswith("builtin:") and name != BUILTIN_TINY:
+        problems.append(f"model.name: unknown builtin model {name!r}: the only builtin is {BUILTIN_TINY!r}")
+    elif (os.path.isabs(name) or name.startswith(".")) and not (Path(name) / "config.json").is_file():
+        problems.append(f"model.name: {name} is not a model directory (no config.json there)")
+    return problems
 
 
 def native_thread_limited_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -105,46 +157,72 @@ class Role:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     server: bool = False  # long-running: exiting at all is a failure
+    log_start: int = 0  # where this start's output begins in the (appended, on resume) log
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        launcher = os.getpid()
         with self.log_path.open("ab") as log:
+            self.log_start = log.tell()
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,  # its own group: stop() signals the role with everything it started
+                preexec_fn=lambda: die_with_parent(launcher),  # and it dies with the launcher
             )
 
-    def tail(self, lines: int = 40) -> str:
+    def log_since_start(self) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as f:
+                f.seek(self.log_start)
+                return f.read().decode(errors="replace")
         except OSError:
             return "(no log)"
 
-    def stop(self, grace: float) -> None:
-        """SIGTERM the whole process group, then SIGKILL whatever is left after `grace` seconds."""
-        if self.proc is None:
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_since_start().splitlines()[-lines:])
+
+    def failed(self, returncode: int | None, why: str = "") -> RoleFailed:
+        log = self.log_since_start()
+        failure = RoleFailed(self.name, returncode, (why + "\n" if why else "") + self.tail(), self.log_path)
+        failure.error_line = first_error_line(log) or why or None
+        return failure
+
+    def processes(self) -> list[psutil.Process]:
+        """The role's process and all its descendants (torchrun's ranks run in sessions of their own)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def stop_roles(roles: list[Role], grace: float, seen: Iterable[psutil.Process] = ()) -> None:
+    """SIGTERM every role's process group and every descendant at once, SIGKILL what is left after
+    `grace`; returns once all are gone (at most ~2 x grace). `seen` are descendants found earlier: a rank
+    re-parented when torchrun died is not found under it any more."""
+    procs = list({p.pid: p for p in [*seen, *(p for role in roles for p in role.processes())]}.values())
+    procs = [p for p in procs if p.is_running()]  # is_running also refuses a recycled pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for role in roles:
+            if role.proc is not None:
+                with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                    os.killpg(role.proc.pid, sig)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                p.send_signal(sig)
+                if sig == signal.SIGKILL:
+                    p.resume()  # harmless after SIGKILL; a stopped process dies as soon as it runs
+        _, procs = psutil.wait_procs(procs, timeout=grace)
+        for role in roles:
+            if role.proc is not None:
+                role.proc.poll()  # reap the direct children
+        if not procs:
             return
-        pgid = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _group_alive(pgid):
-                self.proc.poll()
-                time.sleep(0.05)
-            if not _group_alive(pgid):
-                break
-        self.proc.poll()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # Zombies of the group leader still "exist" until reaped; reaped by poll() in stop().
-    return True
 
 
 @dataclass
@@ -157,6 +235,8 @@ class LocalRun:
     engine: str = "rlrun"  # "vllm": vLLM's CPU build from its own virtualenv (vllm_python)
     inference_replicas: int = 1  # servers, each its own process and URL; every one gets every reload
     roles: list[Role] = field(default_factory=list)
+    seen: dict[int, psutil.Process] = field(default_factory=dict)  # every descendant observed so far
+    _seen_at: float = 0.0
 
     @property
     def run_dir(self) -> Path:
@@ -192,8 +272,7 @@ class LocalRun:
         while not is_complete(self.run_dir / "model"):
             self.check_roles()
             if time.monotonic() > deadline:
-                raise RoleFailed(builder.name, None, f"model not built after {HEALTH_TIMEOUT_SECONDS:g}s\n"
-                                 + builder.tail())  # fmt: skip
+                raise builder.failed(None, f"model not built after {HEALTH_TIMEOUT_SECONDS:g}s")
             time.sleep(0.1)
 
     def _role(self, name: str, argv: list[str], server: bool, **extra_env: str) -> Role:
@@ -284,18 +363,21 @@ class LocalRun:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RoleFailed(role.name, None, f"not healthy at {url}/health after {timeout:g}s\n"
-                         + role.tail())  # fmt: skip
+        raise role.failed(None, f"not healthy at {url}/health after {timeout:g}s")
 
     def role(self, name: str) -> Role:
         return next(r for r in self.roles if r.name == name)
 
     def check_roles(self) -> None:
-        """Raise RoleFailed for a server that exited or a job that exited non-zero."""
+        """Raise RoleFailed for a server that exited or a job that exited non-zero; remember (once a second)
+        every process of the run, so the stop reaches even those whose parent died."""
+        if time.monotonic() - self._seen_at > 1.0:
+            self._seen_at = time.monotonic()
+            self.seen.update((p.pid, p) for role in self.roles for p in role.processes())
         for role in self.roles:
             code = role.proc.poll() if role.proc else None
             if code is not None and (role.server or code != 0):
-                raise RoleFailed(role.name, code, role.tail())
+                raise role.failed(code)
 
     def progress(self) -> Progress | None:
         try:
@@ -315,21 +397,26 @@ class LocalRun:
             if all(done):
                 final = self.progress()
                 if final is None or final.state != "succeeded":
-                    raise RoleFailed(
-                        "orchestrator", 0, "exited without reporting success\n" + orchestrator.tail()
-                    )
+                    raise orchestrator.failed(0, "exited without reporting success")
                 return final
             if any(done) and finish_deadline is None:
                 finish_deadline = time.monotonic() + FINISH_TIMEOUT_SECONDS
             if finish_deadline is not None and time.monotonic() > finish_deadline:
                 laggard = trainer if done[0] else orchestrator
-                raise RoleFailed(laggard.name, None, f"did not finish within {FINISH_TIMEOUT_SECONDS:g}s "
-                                 "of the other\n" + laggard.tail())  # fmt: skip
+                raise laggard.failed(None, f"did not finish within {FINISH_TIMEOUT_SECONDS:g}s of the other")
             time.sleep(poll)
 
     def stop_all(self) -> None:
-        for role in reversed(self.roles):
-            role.stop(STOP_GRACE_SECONDS)
+        stop_roles(self.roles, STOP_GRACE_SECONDS, self.seen.values())
+
+    def finish_progress(self, state: str, message: str) -> None:
+        """After every role stopped: `progress.json` must not go on saying `running` (or `starting`)."""
+        current = self.progress()
+        if current is not None and current.state in ("succeeded", "failed", "interrupted"):
+            return
+        if current is None:
+            current = Progress(run_id=self.cfg.run_id, max_steps=self.cfg.orchestrator.max_steps)
+        write_progress(self.run_dir, current.model_copy(update={"state": state, "message": message}))
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -388,6 +475,10 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     }
 
 
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+
 def run_local(
     cfg: RuntimeConfig,
     resume: bool = False,
@@ -395,17 +486,36 @@ def run_local(
     engine: str = "rlrun",
     inference_replicas: int = 1,
 ) -> dict[str, Any]:
-    """Run `cfg` to completion as local processes; raises RoleFailed (after stopping everything)."""
+    """Run `cfg` to completion as local processes. Raises RoleFailed, KeyboardInterrupt (Ctrl-C) or
+    Interrupted (SIGTERM), always after stopping every process of the run and recording the final state."""
     started = time.monotonic()
     if engine == "vllm":
         vllm_python()  # fail before anything starts when vLLM's virtualenv is missing
     run = LocalRun(cfg, resume=resume, engine=engine, inference_replicas=inference_replicas)
     run.prepare()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    outcome = ("interrupted", "stopped before it finished")
     try:
         run.start_all()
         run.wait(on_progress)
+        outcome = ("succeeded", "")
+    except RoleFailed as failure:
+        outcome = ("failed", f"{failure}: {failure.error_line or 'see ' + str(failure.log_path)}")
+        raise
+    except (KeyboardInterrupt, Interrupted) as stop:
+        outcome = ("interrupted", str(stop) or "stopped by SIGINT")
+        raise
     finally:
-        run.stop_all()
+        # A second Ctrl-C (or a SIGTERM) must not cut the shutdown short and leave roles running.
+        handlers = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+        try:
+            run.stop_all()
+            if outcome[0] != "succeeded":
+                run.finish_progress(*outcome)
+        finally:
+            if outcome[0] != "interrupted":  # interrupted: the launcher exits next, ignoring more signals
+                signal.signal(signal.SIGINT, handlers[0])
+                signal.signal(signal.SIGTERM, previous)
     env = cfg.env_workers.environment
     chance = 1.0 / int(env.args.get("num_colours", 4)) if env.id == "color-codeword" else None
     save_reward_curve(run.run_dir, chance)

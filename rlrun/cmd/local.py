@@ -31,21 +31,35 @@ def local(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rlrun.operator.api import RLRun, to_runtime_config
-    from rlrun.runtime.local import RoleFailed, run_local
+    from rlrun.runtime.local import Interrupted, RoleFailed, preflight, run_local
 
     console = Console(stderr=True)
-    docs = [d for d in yaml.safe_load_all(args.file.read_text()) if d]
+
+    def error(text: str) -> None:  # user text: no markup, no wrapping inside paths
+        console.print(text, style="red", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        docs = [d for d in yaml.safe_load_all(args.file.read_text()) if d]
+    except OSError as e:
+        error(f"{args.file}: cannot read it: {e.strerror or e}")
+        return 2
+    except yaml.YAMLError as e:
+        error(f"{args.file}: not valid YAML: {e}")
+        return 2
     if len(docs) != 1:
-        console.print(f"[red]{args.file}: expected exactly one RLRun document, found {len(docs)}")
+        error(f"{args.file}: expected exactly one RLRun document, found {len(docs)}")
         return 2
     try:
         run = RLRun.model_validate(docs[0])
     except ValidationError as e:
-        console.print(f"[red]{args.file}: invalid RLRun:\n{e}")
+        error(f"{args.file}: invalid RLRun:\n{e}")
         return 2
     cfg = to_runtime_config(
         run.metadata.name, run.spec, asset_root=str(args.output_dir.expanduser().resolve())
     )
+    if problems := preflight(cfg):
+        error(f"{args.file}: " + "\n".join(problems))
+        return 2
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -72,11 +86,17 @@ def local(args: argparse.Namespace) -> int:
                 inference_replicas=run.spec.inference.replicas,
             )
     except RoleFailed as failure:
-        console.print(f"[red bold]{failure}[/]; every role was stopped. Last lines of its log:")
+        error(f"{failure}: {failure.error_line or '(no error line in its log)'}")
+        console.print(f"full log: {failure.log_path}; every role was stopped. Last lines of the log:",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
         console.print(failure.log_tail, markup=False, highlight=False)
         return 1
+    except (KeyboardInterrupt, Interrupted) as stop:
+        console.print(f"interrupted ({str(stop) or 'SIGINT'}): every role was stopped; continue with --resume",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        return 130
     except (FileExistsError, FileNotFoundError) as e:
-        console.print(f"[red]{e}")
+        error(str(e))
         return 2
     print(
         f"done: {summary['steps']} steps in {summary['seconds']:.0f}s, reward "

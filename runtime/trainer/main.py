@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from rlrun import pod_contract
 from rlrun.runtime.config import RuntimeConfig
-from rlrun.runtime.lifetime import die_with_parent
+from rlrun.runtime.lifetime import watch_parent
 from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
 from rlrun.runtime.trainer.checkpoint import (
     complete_steps,
@@ -141,9 +141,10 @@ class Trainer:
             state = full_state(self.model, self.optimizer)
             if self.rank == 0:
                 save_checkpoint(self.ckpt_dir, version, state)
+            dist.barrier()
+            if self.rank == 0:  # after the barrier: it stays right behind the checkpoint's DONE marker
                 # Batches before the oldest kept checkpoint are consumed and no resume reads them again.
                 prune_batches(self.rollouts_dir, before=complete_steps(self.ckpt_dir)[0])
-            dist.barrier()
         self._log_metrics(step, mbs, stats, grad_norm, t0, t_wait, t_load, t_train)
 
     def _load(self, mb: MicroBatch) -> MicroBatchTensors:
@@ -240,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s trainer[%(process)d] %(levelname)s %(message)s"
     )
-    die_with_parent(os.getppid())  # torchrun killed outright (SIGKILL) must not leave its ranks running
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun killed outright (SIGKILL) must not leave its ranks
+        watch_parent(("torchrun", "torch.distributed.run"))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = RuntimeConfig.load(args.config)
     ensure_writable(cfg.run_dir)

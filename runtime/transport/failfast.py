@@ -132,14 +132,17 @@ class MasterPulse:
         self._store = store
         self.limit_seconds = limit_seconds
         self._value = -1
-        self._changed_at = time.monotonic()
+        self._changed_at = self._checked_at = time.monotonic()
 
     def restart(self) -> None:
         self._value, self._changed_at = self._store.add(HEARTBEAT_KEY, 0), time.monotonic()
 
     def check(self) -> None:
-        value = self._store.add(HEARTBEAT_KEY, 0)  # add 0: read without blocking on a missing key
         now = time.monotonic()
+        if now - self._checked_at < HEARTBEAT_EVERY_SECONDS:  # the status poll may run every 20 ms
+            return
+        self._checked_at = now
+        value = self._store.add(HEARTBEAT_KEY, 0)  # add 0: read without blocking on a missing key
         if value != self._value:
             self._value, self._changed_at = value, now
         elif now - self._changed_at > self.limit_seconds:

@@ -13,12 +13,17 @@ SHORT_RUN = HERE / "color-codeword-short.yaml"
 
 def rlrun_local(output_dir: Path, *extra: str, wait: bool = True, timeout: float = 420):
     """`rlrun local` as a real subprocess; `wait=False` returns the Popen so a test can act mid-run."""
+    return rlrun_local_file(SHORT_RUN, output_dir, *extra, wait=wait, timeout=timeout)
+
+
+def rlrun_local_file(file: Path, output_dir: Path, *extra: str, wait: bool = True, timeout: float = 420):
+    """`rlrun local FILE` as a real subprocess (see `rlrun_local`)."""
     # The console script, not `-m rlrun.cli`: as __main__ the CLI module would be a second copy, not the
     # one the subcommands register with.
     argv = [
         str(Path(sys.executable).with_name("rlrun")),
         "local",
-        str(SHORT_RUN),
+        str(file),
         "--output-dir",
         str(output_dir),
         *extra,

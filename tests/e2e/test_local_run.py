@@ -45,8 +45,11 @@ def test_local_run_learns_from_image_refs_on_two_ranks(tmp_path, no_leftover_pro
     # Images offloaded once each: one content-addressed file per colour, every ref points at one of them.
     images = sorted((run_dir / "assets" / "images").iterdir())
     assert len(images) == NUM_COLOURS, images
+    # Consumed batches are pruned: only what a resume from the oldest kept checkpoint reads is left.
+    kept = sorted(int(p.name.removeprefix("step_")) for p in (run_dir / "rollouts").iterdir())
+    assert kept == list(range(STEPS - CHECKPOINT_EVERY, STEPS)), kept
     uris = set()
-    for step in (0, STEPS - 1):
+    for step in (kept[0], STEPS - 1):
         batch = msgspec.msgpack.decode(
             batch_path(run_dir / "rollouts", step).read_bytes(), type=TrainingBatch
         )

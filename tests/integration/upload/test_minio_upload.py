@@ -136,7 +136,9 @@ def _failures() -> float:
     return REGISTRY.get_sample_value("rlrun_sample_upload_failures_total") or 0.0
 
 
-def test_server_down_error_surfaced_temp_gone_next_step_goes_on(minio: MinioServer, tmp_path: Path) -> None:
+def test_server_down_error_surfaced_parquet_kept_next_step_goes_on(
+    minio: MinioServer, tmp_path: Path
+) -> None:
     """Step 1 finds the endpoint down; step 2 finds it back (a proxy started on the same port)."""
     port = free_port()
     cfg = SampleUploadConfig(enabled=True, bucket=BUCKET, endpoint_url=f"http://127.0.0.1:{port}")
@@ -146,13 +148,15 @@ def test_server_down_error_surfaced_temp_gone_next_step_goes_on(minio: MinioServ
 
     async def go() -> None:
         logger = SampleLogger(cfg, out, tmp_path, "down", backoff_s=(0.0, 0.0))
-        first = await logger.log_step(1, rollouts)
+        await logger.log_step(1, rollouts)
+        [first] = await logger.flush()
         assert not first.logged and "ConnectError" in (first.error or "") and "3/3" in (first.error or "")
-        assert list((out / "samples").iterdir()) == []
+        assert [p.name for p in (out / "samples").iterdir()] == ["step_1.parquet"]  # kept for a retry
         proxy = RecordingProxy(minio.port, port=port)
         await proxy.start()
         try:
-            second = await logger.log_step(2, rollouts)
+            await logger.log_step(2, rollouts)
+            [second] = await logger.flush()
         finally:
             await proxy.stop()
             await logger.aclose()
@@ -160,7 +164,7 @@ def test_server_down_error_surfaced_temp_gone_next_step_goes_on(minio: MinioServ
 
     run(go())
     assert _failures() == before + 1
-    assert list((out / "samples").iterdir()) == []
+    assert [p.name for p in (out / "samples").iterdir()] == ["step_1.parquet"]  # its retry is not due yet
     assert pq.read_table(io.BytesIO(_stored(minio, "samples/run_down/step_2.parquet"))).num_rows == 1
 
 

@@ -73,6 +73,36 @@ def test_steps_reach_both_ranks_even_when_packing_outlasts_the_receive_timeout(
         rank1.close()
 
 
+def test_ranks_wait_while_the_master_beats_and_fail_when_it_falls_silent(
+    make_cfg: MakeCfg, make_mb: MakeMb
+) -> None:
+    """The master waits 3 s for its batch, beating (as `read_batch` does at every poll): step 0 arrives.
+    Then it falls silent (a stopped master: its store and sockets stay up): the rank fails in ~2 s."""
+    cfg = make_cfg(pack_watchdog_seconds=2)
+    store = dist.HashStore()
+    master = FanOut(cfg, store, 0, 2, poll_seconds=0.05)
+    rank1 = FanOut(cfg, store, 1, 2, poll_seconds=0.05)
+    try:
+        thread, out = run_rank(lambda: rank1.rank_step(0))
+
+        def waiting_pack() -> list[list[MicroBatch]]:
+            for _ in range(30):
+                master.heartbeat()
+                time.sleep(0.1)
+            return [[make_mb(0, 0)], [make_mb(1, 0)]]
+
+        master.exchange(0, waiting_pack)
+        thread.join(timeout=10)
+        assert "error" not in out, out
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"trainer master sent no heartbeat for \d+s"):
+            rank1.rank_step(1)
+        assert time.monotonic() - started < 5
+    finally:
+        master.close()
+        rank1.close()
+
+
 def test_master_packing_error_reaches_every_rank(make_cfg: MakeCfg) -> None:
     cfg = make_cfg()
     store = dist.HashStore()
