@@ -101,6 +101,11 @@ class Plan:
     delete_run: bool = False
     requeue_after: float | None = None
 
+    @property
+    def writes_children(self) -> bool:
+        """Whether the pass changes children after its status write (any of those writes may fail)."""
+        return bool(self.create or self.apply or self.delete or self.suspend or self.relabel)
+
     def requeue(self, seconds: float) -> None:
         seconds = max(seconds, 0.1)
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
@@ -147,7 +152,6 @@ def plan(
     take_progress(st, report, now)
     if st.start_time is None:
         st.start_time = now
-    clear_error(st, now)  # this pass's writes are about to succeed, or the runner sets it again
 
     if st.phase not in TERMINAL:
         _decide_lifecycle(p, settings, children, now)
@@ -183,6 +187,8 @@ def plan(
             0, Event("Normal", st.phase, f"phase {before or '(new)'} -> {st.phase}: {st.message}")
         )
     st.observed_generation = settings.generation
+    if not p.writes_children:  # nothing can fail after the status write; else the runner clears it after
+        clear_error(st, now)
     return p
 
 

@@ -45,7 +45,8 @@ from rlrun.operator.names import (
 from rlrun.operator.observe import observe
 from rlrun.operator.progress import ProgressStore
 from rlrun.operator.reconcile import Plan, RunSettings, plan
-from rlrun.operator.reconcile_errors import describe_error, report_error
+from rlrun.operator.reconcile_errors import CONDITION as ERROR_CONDITION
+from rlrun.operator.reconcile_errors import clear_error, describe_error, report_error
 from rlrun.operator.render import render_children
 from rlrun.operator.restarts import StallPolicy
 from rlrun.operator.status import RunStatus
@@ -275,6 +276,10 @@ class Reconciler:
         except Exception as exc:  # name the write that failed, for the RLRun's ReconcileError
             exc.add_note(f"{action} failed")
             raise
+        if p.writes_children and (p.status.condition(ERROR_CONDITION) or {}).get("status") == "True":
+            # kept through the status write (a child write could still fail); every write succeeded now
+            clear_error(p.status, self.clock())
+            self.kube.patch_run_status(ns, name, {"conditions": p.status.conditions})
         if p.delete_run:
             log.info("rlrun %s/%s: ttlSecondsAfterFinished passed, deleting it", ns, name)
             self.kube.delete(body["apiVersion"], body["kind"], ns, name)

@@ -81,7 +81,9 @@ def test_two_operators_without_peering_agree_on_restarts_events_and_stalls(
     crd, namespace, wait_for, set_pod_phase
 ):
     """A Deployment scaled by mistake: both operators reconcile the same run; pushes reach only one."""
-    kube, stall = crd, StallPolicy(factor=2, floor_seconds=6)
+    # floor 10 s: after the restart below, attempt 1 must come up and the check run within it, also on a
+    # loaded machine (attempt 1 never reports progress, so a longer wait is a true stall)
+    kube, stall = crd, StallPolicy(factor=2, floor_seconds=10)
     with (
         running_operator(kube, namespace, stall=stall) as pushed,
         running_operator(kube, namespace, stall=stall),
@@ -90,7 +92,7 @@ def test_two_operators_without_peering_agree_on_restarts_events_and_stalls(
         wait_for(lambda: run_status(kube, namespace).get("phase") == "Running", 90, "Running")
         token = base64.b64decode(get(kube, namespace, "secret", "demo-progress")["data"]["token"]).decode()
         url = f"http://127.0.0.1:{pushed.progress_port}/v1/namespaces/{namespace}/rlruns/demo/progress"
-        for step in range(1, 25):  # 12 s of steady progress, twice the stall floor, all to one replica
+        for step in range(1, 31):  # 15 s of steady progress, past the stall floor, all to one replica
             body = Progress(run_id="demo", step=step, max_steps=100, step_seconds=0.5)
             resp = httpx.post(url, content=body.model_dump_json(by_alias=True), timeout=5,
                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip

@@ -125,6 +125,8 @@ def test_two_replicas_one_active_and_a_standby_takes_over_when_it_is_killed(
     finally:
         for proc in procs:
             end_process(proc)
+        # the session's cluster is shared: the chart's install test creates this CRD as a Helm resource
+        kube.kubectl("delete", "crd", "kopfpeerings.kopf.dev", "--wait=true", "--timeout=60s")
 
 
 def test_an_unreadable_namespace_is_reported_and_the_others_are_served(crd, namespace, wait_for, tmp_path):

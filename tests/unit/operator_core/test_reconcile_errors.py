@@ -51,8 +51,12 @@ def test_a_successful_pass_clears_the_condition_and_never_adds_one():
     data = body()
     settings = settings_of(data)
     children = observe(observed(rendered(data)(0)))
-    failed = report_error(RunStatus(observed_generation=1, start_time=T0), forbidden(), T0)
-    p = plan(settings, rendered(data), children, RunStatus(conditions=failed.conditions), None, later(5))
+    steady = {"observed_generation": 1, "start_time": T0}
+    failed = report_error(RunStatus(**steady), forbidden(), T0)
+    p = plan(
+        settings, rendered(data), children, RunStatus(conditions=failed.conditions, **steady), None, later(5)
+    )
+    assert not p.writes_children
     cond = p.status.condition("ReconcileError")
     assert (cond["status"], cond["reason"], cond["lastTransitionTime"]) == (
         "False",
@@ -61,3 +65,20 @@ def test_a_successful_pass_clears_the_condition_and_never_adds_one():
     )
     clean = plan(settings, rendered(data), children, RunStatus(), None, T0)
     assert clean.status.condition("ReconcileError") is None
+
+
+def test_a_pass_that_still_writes_children_keeps_the_error_until_they_succeed():
+    """The status is written before the children: clearing it there would flip the condition on every
+    failing retry (and post a new Event each time). The runner clears it once every write succeeded."""
+    data = body()
+    failed = report_error(RunStatus(), forbidden(), T0)
+    p = plan(
+        settings_of(data),
+        rendered(data),
+        observe([]),
+        RunStatus(conditions=failed.conditions),
+        None,
+        later(5),
+    )
+    assert p.writes_children
+    assert p.status.condition("ReconcileError")["status"] == "True"
