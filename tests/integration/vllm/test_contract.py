@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from rlrun.runtime.mm import mm_token_type_ids
-from rlrun.runtime.models.chat import render_prompt
+from rlrun.runtime.models.chat import RENDERER_ONLY_TOKENS, render_prompt
 
 # The first test also waits for the session's servers (vLLM: 2-5 min, more on a loaded machine).
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
-# The env-worker sends `return_token_ids` (vLLM needs it; the CPU engine always returns them).
-EXTRA = {"return_token_ids": True}
+# What the env-worker adds: `return_token_ids` (vLLM needs it; the CPU engine always returns them) and
+# `bad_words` (vLLM bans sampling the renderer's tokens; the CPU engine bans them by itself).
+EXTRA = {"return_token_ids": True, "bad_words": list(RENDERER_ONLY_TOKENS)}
 
 
 def _client(server) -> openai.OpenAI:
