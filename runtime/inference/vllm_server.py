@@ -41,9 +41,12 @@ from rlrun.runtime.models.tiny import BUILTIN_TINY
 log = logging.getLogger("rlrun.inference")
 EXTENSION = "rlrun.runtime.inference.vllm_server.WeightReloadExtension"
 WEIGHTS_FILE = "model.safetensors"
-# vLLM's CPU build: CUDA graphs do not exist there, and the KV cache takes this many GiB of host memory
-# (its default, 4, is too much for a test machine; the tiny model needs far less).
-CPU_ARGS = ("--enforce-eager",)
+# vLLM's CPU build: CUDA graphs do not exist there, and the KV cache takes VLLM_CPU_KVCACHE_SPACE GiB of
+# host memory (its default, 4, is too much for a test machine; the tiny model needs far less). Its default
+# token budget per step (2048) splits a rollout step's prompts (16 groups x n=8) across steps, and in
+# vLLM 0.32 a seeded request that is only partly prefilled kills the CPU engine ("CPU Generator does not
+# use offset", then EngineDeadError): a budget that holds every scheduled prompt (128 x 128 tokens) whole.
+CPU_ARGS = ("--enforce-eager", "--max-num-batched-tokens", "16384")
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 # The builtin tiny model trains in float32 on CPU; vLLM's "auto" would serve it in bfloat16 there, and the
 # train/inference mismatch would be the rounding, not the engine.
