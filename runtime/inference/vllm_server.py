@@ -88,6 +88,10 @@ def vllm_argv(
         "--worker-extension-cls", EXTENSION,
         "--logprobs-mode", "processed_logprobs",
         "--generation-config", "vllm",
+        # No processed-input cache mirrored between API server and engine: a reload resets caches while
+        # requests wait in the engine, and those that referred to a mirrored item by hash then failed
+        # ("Multi-modal cache miss ... P0/P1 cache drift", HTTP 500). Images are re-processed instead.
+        "--mm-processor-cache-gb", "0",
         *(TINY_ARGS if config.model.name == BUILTIN_TINY else ()),
         *(CPU_ARGS if cpu else ()),
         *extra,
