@@ -23,6 +23,7 @@ from rlrun.runtime.assets import offload_images
 from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.envs.base import Environment, Example
 from rlrun.runtime.mm import describe_images, image_placeholders, image_uris
+from rlrun.runtime.models.chat import RENDERER_ONLY_TOKENS
 
 
 class RolloutError(RuntimeError):
@@ -126,6 +127,7 @@ class RolloutWorker:
             "seed": sampling.seed,
             "logprobs": True,
             "return_token_ids": True,  # vLLM's switch for prompt/completion token ids; the CPU engine always sends them
+            "bad_words": list(RENDERER_ONLY_TOKENS),  # vLLM's; the CPU engine bans these by itself
         }
         stale: dict[str, int] = {}
         for _ in range(self._replicas):

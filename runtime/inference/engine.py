@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from rlrun.runtime.mm import mm_token_type_ids
+from rlrun.runtime.models.chat import RENDERER_ONLY_TOKENS
 
 WEIGHTS_FILE = "model.safetensors"
 DONE_MARKER = "DONE"
@@ -83,9 +84,8 @@ class Engine:
         self.stop_ids.discard(None)
         # Tokens only the renderer may place: a sampled <|image_pad|> would make the trainer's forward
         # find more image tokens than images. Masked for sampling, not in the reported logprobs.
-        banned = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
         vocab = self.tokenizer.get_vocab()
-        self.banned_ids = sorted(vocab[t] for t in banned if t in vocab)
+        self.banned_ids = sorted(vocab[t] for t in RENDERER_ONLY_TOKENS if t in vocab)
         self.version = 0
 
     # ------------------------------------------------------------------ weights

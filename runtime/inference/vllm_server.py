@@ -42,9 +42,12 @@ from rlrun.runtime.models.tiny import BUILTIN_TINY
 log = logging.getLogger("rlrun.inference")
 EXTENSION = "rlrun.runtime.inference.vllm_server.WeightReloadExtension"
 WEIGHTS_FILE = "model.safetensors"
-# vLLM's CPU build: CUDA graphs do not exist there, and the KV cache takes this many GiB of host memory
-# (its default, 4, is too much for a test machine; the tiny model needs far less).
-CPU_ARGS = ("--enforce-eager",)
+# vLLM's CPU build: CUDA graphs do not exist there, and the KV cache takes VLLM_CPU_KVCACHE_SPACE GiB of
+# host memory (its default, 4, is too much for a test machine; the tiny model needs far less). Its default
+# token budget per step (2048) splits a rollout step's prompts (16 groups x n=8) across steps, and in
+# vLLM 0.32 a seeded request that is only partly prefilled kills the CPU engine ("CPU Generator does not
+# use offset", then EngineDeadError): a budget that holds every scheduled prompt (128 x 128 tokens) whole.
+CPU_ARGS = ("--enforce-eager", "--max-num-batched-tokens", "16384")
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 # The builtin tiny model trains in float32 on CPU; vLLM's "auto" would serve it in bfloat16 there, and the
 # train/inference mismatch would be the rounding, not the engine.
@@ -86,6 +89,10 @@ def vllm_argv(
         "--worker-extension-cls", EXTENSION,
         "--logprobs-mode", "processed_logprobs",
         "--generation-config", "vllm",
+        # No processed-input cache mirrored between API server and engine: a reload resets caches while
+        # requests wait in the engine, and those that referred to a mirrored item by hash then failed
+        # ("Multi-modal cache miss ... P0/P1 cache drift", HTTP 500). Images are re-processed instead.
+        "--mm-processor-cache-gb", "0",
         *(TINY_ARGS if config.model.name == BUILTIN_TINY else ()),
         *(CPU_ARGS if cpu else ()),
         *extra,

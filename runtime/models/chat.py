@@ -24,6 +24,17 @@ from rlrun.runtime.mm import image_token_count as mm_image_token_count
 
 ImageLoader = Callable[[str], Image.Image]
 
+# Tokens only the prompt renderer may place: a sampled <|image_pad|> would make the trainer's forward find
+# more image tokens than images. The CPU engine never samples them; env-workers ask vLLM not to
+# (`bad_words`), so both engines honour the same list.
+RENDERER_ONLY_TOKENS = (
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|im_start|>",
+)
+
 
 def image_token_count(image_processor: Any, image: Image.Image) -> int:
     """Number of <|image_pad|> tokens the Qwen2-VL processor's grid gives `image` (no pixels computed)."""

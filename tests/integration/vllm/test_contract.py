@@ -9,19 +9,22 @@ stream that either streams or is refused with a 400 (never an empty 200).
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
 import torch
 
 from rlrun.runtime.mm import mm_token_type_ids
-from rlrun.runtime.models.chat import render_prompt
+from rlrun.runtime.models.chat import RENDERER_ONLY_TOKENS, render_prompt
 
 # The first test also waits for the session's servers (vLLM: 2-5 min, more on a loaded machine).
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
-# The env-worker sends `return_token_ids` (vLLM needs it; the CPU engine always returns them).
-EXTRA = {"return_token_ids": True}
+# What the env-worker adds: `return_token_ids` (vLLM needs it; the CPU engine always returns them) and
+# `bad_words` (vLLM bans sampling the renderer's tokens; the CPU engine bans them by itself).
+EXTRA = {"return_token_ids": True, "bad_words": list(RENDERER_ONLY_TOKENS)}
 
 
 def _client(server) -> openai.OpenAI:
@@ -117,6 +120,34 @@ def test_streaming_streams_or_is_refused_with_a_400(engine, tree) -> None:
         return
     chunks = list(_client(engine).chat.completions.create(**request))
     assert chunks and any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_a_rollout_steps_worth_of_seeded_group_requests_at_once(engine, tree) -> None:
+    """What env-workers send each step: 16 groups of n=8, seeded, concurrently (128 sequences). On vLLM's
+    CPU build with its default token budget this killed the engine (a seeded request prefilled in parts)."""
+
+    async def step() -> list[int]:
+        client = openai.AsyncOpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0, timeout=600)
+        colours = list(tree.images.values())
+        outs = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=tree.config.model.name,
+                    messages=_messages(colours[i % len(colours)]),
+                    n=8,
+                    max_tokens=8,
+                    temperature=1.0,
+                    seed=1000 + i,
+                    logprobs=True,
+                    extra_body=EXTRA,
+                )
+                for i in range(16)
+            )
+        )
+        return [len(o.choices) for o in outs]
+
+    assert asyncio.run(step()) == [8] * 16
+    assert httpx.get(f"{engine.url}/health", timeout=30).status_code == 200
 
 
 def test_both_engines_agree_on_greedy_tokens_and_logprobs(vllm_server, rlrun_server, tree) -> None:

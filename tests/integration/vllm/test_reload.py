@@ -18,8 +18,8 @@ from rlrun.runtime.trainer.weights import export_weights
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 
-def _greedy(server, tree, colour: str) -> dict:
-    body = {
+def _body(tree, colour: str, **sampling) -> dict:
+    return {
         "model": tree.config.model.name,
         "messages": [
             {
@@ -34,7 +34,12 @@ def _greedy(server, tree, colour: str) -> dict:
         "temperature": 0.0,
         "logprobs": True,
         "return_token_ids": True,
+        **sampling,
     }
+
+
+def _greedy(server, tree, colour: str) -> dict:
+    body = _body(tree, colour)
     response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     out = response.json()
@@ -93,6 +98,41 @@ def test_reload_changes_greedy_outputs_deterministically_and_survives_cached_ima
             assert all(after[c]["ids"] == before[c]["ids"] for c in colours), "original weights restored"
         else:
             assert changed == colours, "new weights must change what the engine computes"
+    assert httpx.get(f"{vllm_server.url}/health", timeout=30).status_code == 200
+
+
+def test_reload_while_a_rollout_step_is_in_flight(vllm_server, tree) -> None:
+    """The trainer reloads while the next step's groups are generating (maxAsyncSteps >= 1): every request
+    must still complete. This failed with HTTP 500 ("Multi-modal cache miss ... cache drift") when the
+    reload cleared the engine's mirrored processed-input cache under queued requests."""
+    import asyncio
+
+    path = export_weights(tree.run_dir / "weights", 7, _trainer_state(tree, 7))
+
+    async def step() -> list[int]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            colours = list(tree.images)
+
+            async def group(i: int) -> int:
+                body = _body(tree, colours[i % len(colours)], n=8, temperature=1.0, seed=i)
+                return (await client.post(f"{vllm_server.url}/v1/chat/completions", json=body)).status_code
+
+            async def reloads() -> int:
+                codes = []
+                for _ in range(3):
+                    await asyncio.sleep(0.2)
+                    codes.append(
+                        (
+                            await client.post(
+                                f"{vllm_server.url}/v1/load_weights", json={"path": str(path), "version": 7}
+                            )
+                        ).status_code
+                    )
+                return max(codes)
+
+            return await asyncio.gather(*(group(i) for i in range(32)), reloads())
+
+    assert asyncio.run(step()) == [200] * 33
     assert httpx.get(f"{vllm_server.url}/health", timeout=30).status_code == 200
 
 

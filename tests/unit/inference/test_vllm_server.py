@@ -18,6 +18,9 @@ def test_vllm_argv_serves_the_rlrun_contract() -> None:
     assert flags["--worker-extension-cls"] == EXTENSION
     assert flags["--logprobs-mode"] == "processed_logprobs"  # the trainer divides logits by T too
     assert argv[-2:] == ["--max-model-len", "4096"]
+    cpu = vllm_argv("m", config, "0.0.0.0", 8000, ["--max-model-len", "4096"], cpu=True)
+    assert cpu[-2:] == ["--max-model-len", "4096"], "the user's arguments come last and win"
+    assert "--enforce-eager" in cpu and cpu[cpu.index("--max-num-batched-tokens") + 1] == "16384"
     module, _, cls = EXTENSION.rpartition(".")
     assert hasattr(__import__(module, fromlist=[cls]), cls), "the extension path must import"
 
