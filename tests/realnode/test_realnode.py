@@ -157,12 +157,13 @@ def _attempts(steps: list[int]) -> list[list[int]]:
 def _assert_resumed_from_checkpoints(steps: list[int], total: int, interval: int) -> None:
     """A rank's step log over all attempts: every step trained (none skipped); each later attempt starts
     right after a checkpoint, no later than where the previous one stopped; the last attempt runs to the end
-    once, so the final weights saw each step exactly once. (An attempt stopped right at a checkpoint
-    resumes at the next step and leaves no visible seam.)"""
+    once, so the final weights saw each step exactly once. Checkpoint step_N holds N trained steps, so an
+    attempt resumes AT a multiple of the interval (seen on the node: ... 9, 10 | 10, 11 ...); one stopped
+    right at a checkpoint leaves no visible seam."""
     attempts = _attempts(steps)
     assert set(steps) == set(range(total)) and attempts[0][0] == 0, steps
     for before, after in itertools.pairwise(attempts):
-        assert after[0] % interval == 1 and after[0] <= before[-1] + 1, (before[-1], after[0])
+        assert after[0] % interval == 0 and after[0] <= before[-1] + 1, (before[-1], after[0])
     assert attempts[-1] == list(range(attempts[-1][0], total)), attempts[-1]
 
 
