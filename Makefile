@@ -42,7 +42,7 @@ test: setup tools lint
 test-realnode: setup realnode-tools
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) \
 	RLRUN_REALNODE_TOOLS=$$(tools/realnode/build.sh) RLRUN_HELM=$$(tools/helm/fetch.sh) \
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/realnode
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH sh -c '$(VENV)/bin/python tests/realnode/images.py && $(VENV)/bin/pytest -q tests/realnode'
 
 demo: setup
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/rlrun local examples/color-codeword.yaml

@@ -24,6 +24,17 @@ from realnode import CACHE, RealNode, scratch_dir
 
 RUN_UID = 1000  # the pods' uid and gid (operator/names.py RUN_AS_USER)
 CONTAINERD_ROOT = CACHE / "realnode" / "containerd"
+TIMINGS = CACHE / "realnode" / "last-session-timings.json"
+
+
+def import_seconds(node: RealNode) -> dict[str, float]:
+    """Per-step start-up figures node.sh logged ("imported X (1.2s)", "apiserver ready (3.1s)")."""
+    out = {}
+    for line in node.log.read_text().splitlines():
+        if "(" in line and line.endswith("s)"):
+            what = line.split(" ", 1)[1].rsplit(" (", 1)[0].replace(" ", "_")
+            out[what] = float(line.rsplit("(", 1)[1].rstrip("s)"))
+    return out
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,10 +54,15 @@ def realnode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     node.start()
     mark_imported(images, IMPORTED)
     node.timings.update({f"{i.target}_image_bytes": i.size_bytes for i in images})
+    node.timings.update({f"{i.target}_build_s": i.build_s for i in images if i.build_s})
+    node.timings.update({f"{i.target}_export_s": i.export_s for i in images if i.export_s})
     try:
         yield node
     finally:
+        if node.log.is_file():
+            node.timings.update(import_seconds(node))
         node.stop()
+        TIMINGS.write_text(json.dumps(node.timings, indent=1))  # the figures of the last session
         shutil.rmtree(work, ignore_errors=True)
 
 

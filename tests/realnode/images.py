@@ -103,6 +103,11 @@ def build(target: str, ref: str, log: Path, imported: Path) -> Image:
     archive = ARCHIVES / f"{target}-{key}.tar"
     if (imported / archive.name).exists():
         return Image(target, ref, archive, 0.0, 0.0, int((imported / archive.name).read_text() or 0))
+    if archive.exists():  # built and exported, not imported yet
+        return Image(target, ref, archive, 0.0, 0.0, archive.stat().st_size)
+    ARCHIVES.mkdir(parents=True, exist_ok=True)
+    for old in ARCHIVES.glob(f"{target}-*"):  # stale exports: free their space before building
+        old.unlink()
     _ensure_base()
     started = time.monotonic()
     with log.open("w") as out:
@@ -114,9 +119,6 @@ def build(target: str, ref: str, log: Path, imported: Path) -> Image:
     if proc.returncode != 0:
         raise RuntimeError(f"building --target {target} failed; see {log}:\n{log.read_text()[-4000:]}")
     build_s = time.monotonic() - started
-    ARCHIVES.mkdir(parents=True, exist_ok=True)
-    for old in ARCHIVES.glob(f"{target}-*.tar"):
-        old.unlink()
     started = time.monotonic()
     tmp = archive.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)

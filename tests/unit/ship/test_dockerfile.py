@@ -171,3 +171,10 @@ def test_operator_extra_resolves_without_torch():
     resolved = {line.split("==")[0] for line in proc.stdout.splitlines() if "==" in line}
     assert {"kopf", "kubernetes"} <= resolved
     assert not resolved & {"torch", "transformers", "vllm", "numpy"}, sorted(resolved)
+
+
+def test_virtualenvs_ship_compiled_bytecode():
+    """The pods run as uid 1000 and cannot write __pycache__ under /opt: without bytecode compiled at build
+    time every process recompiles torch and transformers from source at start (seen on a real node)."""
+    env = " ".join(a for i, a in _stages()["builder"] if i == "ENV")
+    assert "UV_COMPILE_BYTECODE=1" in env, env

@@ -1,0 +1,249 @@
+"""rlrun on a real single-node Kubernetes, through the user's own paths: `helm install` of the chart with
+the operator image built from the Dockerfile, `kubectl apply` of the bundled CPU example (unchanged: its
+default images are the ones built here, IfNotPresent finds them on the node), real pods run by a real
+kubelet, Services resolved by CoreDNS, traffic through kube-proxy, the run volume a pre-made hostPath
+PersistentVolume pre-bound to the claim the operator creates.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import volume_for
+from images import default_refs
+from realnode import REPO, RealNode, tool_dir
+
+NAMESPACE = "rlrun-system"
+EXAMPLE = REPO / "manifests/examples/color-codeword.yaml"
+IMAGE_BLIND_CEILING = 0.25  # 4 colours: a policy that ignores the image cannot beat 1/4
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _status(node: RealNode, run: str) -> dict[str, Any]:
+    proc = node.kubectl("get", "rlrun", run, "-n", NAMESPACE, "-o", "json", check=False)
+    return (json.loads(proc.stdout).get("status") or {}) if proc.returncode == 0 else {}
+
+
+def _pods(node: RealNode, run: str) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={run}"
+    return json.loads(node.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)[
+        "items"
+    ]
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, node: RealNode, run: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := predicate():
+            return result
+        if time.monotonic() > deadline:
+            events = node.kubectl("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp", check=False)
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; status: {json.dumps(_status(node, run))[:3000]}\n"
+                f"events:\n{events.stdout[-3000:]}"
+            )
+        time.sleep(1)
+
+
+def _phase(node: RealNode, run: str, *phases: str) -> Callable[[], bool]:
+    def check() -> bool:
+        phase = _status(node, run).get("phase")
+        if phase == "Failed" and "Failed" not in phases:
+            raise AssertionError(f"run {run} failed: {json.dumps(_status(node, run))[:3000]}")
+        return phase in phases
+
+    return check
+
+
+def _example(name: str, **changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
+    doc["metadata"]["name"] = name
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        target = doc["spec"]
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    return doc
+
+
+@pytest.fixture(scope="module")
+def operator(realnode: RealNode) -> RealNode:
+    """`helm install` exactly as the README says, with the chart's default image (built and imported)."""
+    helm = tool_dir("tools/helm/fetch.sh", "RLRUN_HELM")
+    if helm.is_dir():
+        helm = helm / "helm"
+    realnode.run(
+        "env", f"KUBECONFIG={realnode.kubeconfig}", f"HOME={realnode.workdir}", str(helm),
+        "install", "rlrun", str(REPO / "helm/rlrun"), "--namespace", NAMESPACE, "--create-namespace",
+        "--wait", "--timeout", "5m", timeout=330,
+    )  # fmt: skip
+    return realnode
+
+
+@pytest.mark.timeout(2400)
+def test_helm_install_and_the_cpu_example_trains_to_succeeded(operator: RealNode) -> None:
+    node, run = operator, "color-codeword"
+    volume = volume_for(node, NAMESPACE, run)
+    applied = time.monotonic()
+    node.kubectl("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
+    seen: dict[str, dict[str, Any]] = {}
+
+    def finished() -> bool:
+        for pod in _pods(node, run):
+            seen[pod["metadata"]["name"]] = pod
+        return _phase(node, run, "Succeeded")()
+
+    first_step = _wait(
+        lambda: (_status(node, run).get("progress") or {}).get("step"), 900, "step 1", node, run
+    )
+    node.timings["example_first_step_s"] = time.monotonic() - applied
+    assert first_step >= 1
+    _wait(finished, 1500, "Succeeded", node, run)
+    node.timings["example_succeeded_s"] = time.monotonic() - applied
+
+    st = _status(node, run)
+    assert st["restarts"] == 0, st  # no restart spent on the start-up race (inference is slower to start)
+    assert st["progress"]["step"] == 150 and st["progress"]["rewardMean"] > IMAGE_BLIND_CEILING, st[
+        "progress"
+    ]
+    table = node.kubectl("get", "rlr", run, "-n", NAMESPACE).stdout.splitlines()[1].split()
+    assert table[1:3] == ["Succeeded", "150"], table
+    rewards = [r["reward_mean"] for r in _jsonl(volume / f"outputs/run_{run}/orchestrator/metrics.jsonl")]
+    assert sum(rewards[-10:]) / 10 > IMAGE_BLIND_CEILING + 0.25, rewards[-10:]
+    orch = next(c for c in st["conditions"] if c["type"] == "OrchestratorReady")
+    assert orch["reason"] == "Completed", orch
+
+    # every pod ran our image, found on the node (never pulled), with the command the operator rendered
+    runtime = default_refs()["runtime"]
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in seen.values()}
+    assert components == {"inference", "env-workers", "orchestrator", "trainer"}, components
+    for pod in seen.values():
+        for c in pod["spec"]["containers"]:
+            assert c["image"] == runtime, (pod["metadata"]["name"], c["image"])
+    events = json.loads(node.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    pulled = [e["message"] for e in events if e.get("reason") in ("Pulled", "Pulling")]
+    assert pulled and all("already present on machine" in m for m in pulled), pulled
+    policies = json.loads(node.kubectl("get", "networkpolicy", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    assert [p["metadata"]["name"] for p in policies] == [f"{run}-net"]
+
+
+def _trainer_steps(volume: Path, run: str, rank: int) -> list[int]:
+    path = volume / f"outputs/run_{run}/trainer/metrics_rank{rank}.jsonl"
+    return [r["step"] for r in _jsonl(path)] if path.exists() else []
+
+
+def _attempts(steps: list[int]) -> list[list[int]]:
+    """Split a rank's step log into attempts: a new attempt starts where the step does not advance."""
+    runs: list[list[int]] = []
+    for step in steps:
+        if not runs or step <= runs[-1][-1]:
+            runs.append([])
+        runs[-1].append(step)
+    return runs
+
+
+def _assert_resumed_from_checkpoints(steps: list[int], total: int, interval: int) -> None:
+    """A rank's step log over all attempts: every step trained (none skipped); each later attempt starts
+    right after a checkpoint, no later than where the previous one stopped; the last attempt runs to the end
+    once, so the final weights saw each step exactly once. Checkpoint step_N holds N trained steps, so an
+    attempt resumes AT a multiple of the interval (seen on the node: ... 9, 10 | 10, 11 ...); one stopped
+    right at a checkpoint leaves no visible seam."""
+    attempts = _attempts(steps)
+    assert set(steps) == set(range(total)) and attempts[0][0] == 0, steps
+    for before, after in itertools.pairwise(attempts):
+        assert after[0] % interval == 0 and after[0] <= before[-1] + 1, (before[-1], after[0])
+    assert attempts[-1] == list(range(attempts[-1][0], total)), attempts[-1]
+
+
+SMALL = {  # two trainer pods of one rank each, sized so the whole run fits 2 cores
+    "orchestrator.maxSteps": 40,
+    "trainer.nodes": 2,
+    "trainer.processesPerNode": 1,
+    "trainer.checkpointInterval": 10,
+    "trainer.resources": {"requests": {"cpu": "300m", "memory": "1Gi"}},
+}
+
+
+@pytest.mark.timeout(2400)
+def test_two_trainer_pods_rendezvous_and_a_deleted_pod_restarts_the_group_from_its_checkpoint(
+    operator: RealNode,
+) -> None:
+    node, run = operator, "two-nodes"
+    volume = volume_for(node, NAMESPACE, run)
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(_example(run, **SMALL)))
+    outputs = volume / f"outputs/run_{run}"
+    _wait(lambda: (outputs / "checkpoints/step_10/DONE").exists(), 900, "checkpoint 10", node, run)
+    trainers = [
+        p for p in _pods(node, run) if p["metadata"]["labels"]["app.kubernetes.io/component"] == "trainer"
+    ]
+    assert len(trainers) == 2
+    master = f"{run}-trainer-0.{run}-trainer"
+    for pod in trainers:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["MASTER_ADDR"] == master and pod["spec"]["subdomain"] == f"{run}-trainer"
+    assert {p["spec"]["hostname"] for p in trainers} == {f"{run}-trainer-0", f"{run}-trainer-1"}
+    assert (
+        len({p["status"]["podIP"] for p in trainers}) == 2
+    )  # two pods, two addresses: ranks talk over the pod network
+    # kill rank 1's pod mid-run (a lost node): the operator restarts the whole group from the checkpoint
+    victim = next(p for p in trainers if p["spec"]["hostname"].endswith("-1"))
+    node.kubectl("delete", "pod", victim["metadata"]["name"], "-n", NAMESPACE, "--wait=false")
+    _wait(_phase(node, run, "Succeeded"), 1500, "Succeeded after the restart", node, run)
+    st = _status(node, run)
+    assert st["restarts"] == 1 and st["progress"]["step"] == 40, st
+    for rank in (0, 1):
+        _assert_resumed_from_checkpoints(_trainer_steps(volume, run, rank), 40, 10)
+    records = _jsonl(outputs / "trainer/metrics_rank0.jsonl")
+    assert {r["world_size"] for r in records} == {2}
+
+
+@pytest.mark.timeout(2400)
+def test_suspend_removes_the_pods_keeps_the_volume_and_resume_continues_from_the_checkpoint(
+    operator: RealNode,
+) -> None:
+    node, run = operator, "suspended"
+    volume = volume_for(node, NAMESPACE, run)
+    doc = _example(run, **{**SMALL, "trainer.nodes": 1})
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(doc))
+    outputs = volume / f"outputs/run_{run}"
+    _wait(lambda: (outputs / "checkpoints/step_10/DONE").exists(), 900, "checkpoint 10", node, run)
+    node.kubectl("patch", "rlrun", run, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    _wait(_phase(node, run, "Suspended"), 120, "Suspended", node, run)
+    _wait(lambda: not _pods(node, run), 180, "every pod gone", node, run)
+    assert (outputs / "checkpoints/step_10/DONE").exists()
+    stopped_at = _trainer_steps(volume, run, 0)[-1]
+    node.kubectl("patch", "rlrun", run, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    _wait(_phase(node, run, "Succeeded"), 1500, "Succeeded after resume", node, run)
+    steps = _trainer_steps(volume, run, 0)
+    _assert_resumed_from_checkpoints(steps, 40, 10)
+    assert steps.index(stopped_at + 1) > steps.index(stopped_at), (
+        "the resumed attempt continued after the suspend"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_volume_the_pods_cannot_write_fails_the_run_at_once_with_the_reason(operator: RealNode) -> None:
+    node, run = operator, "root-volume"
+    volume_for(node, NAMESPACE, run, owner=0, mode=0o755)  # a root-owned hostPath: fsGroup does not apply
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(_example(run)))
+    _wait(_phase(node, run, "Failed"), 300, "Failed", node, run)
+    st = _status(node, run)
+    assert st["reason"] == "VolumeNotWritable" and st["restarts"] == 0, st
+    assert "is not writable by uid 1000" in st["message"] and "owned by 0:0 with mode 0755" in st["message"]
+    events = node.kubectl(
+        "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={run}"
+    ).stdout
+    assert "VolumeNotWritable" in events
+    node.kubectl("delete", "rlrun", run, "-n", NAMESPACE, "--wait=true", timeout=180)
