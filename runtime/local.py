@@ -319,7 +319,9 @@ class LocalRun:
         self._role(
             "trainer",
             [py, "-m", "torch.distributed.run", "--nnodes", "1",
-             "--nproc-per-node", str(self.cfg.trainer.processes_per_node), "--max-restarts", "0",
+             # the run's whole trainer shape (nodes x processesPerNode ranks) on this one machine
+             "--nproc-per-node", str(self.cfg.trainer.nodes * self.cfg.trainer.processes_per_node),
+             "--max-restarts", "0",
              "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
              "-m", "rlrun.runtime.trainer", *inference_urls],
             server=False,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rlrun.operator import names
 from rlrun.operator.api.messages import (
     MSG_BACKOFF,
+    MSG_ENGINE_GPU,
     MSG_ENV_RESERVED,
     MSG_GPU_IN_RESOURCES,
     MSG_LABELS_RESERVED,
@@ -147,6 +148,7 @@ def _json_value(value: Any) -> str:
 __all__ = [
     "CONDITION_TYPES",
     "MSG_BACKOFF",
+    "MSG_ENGINE_GPU",
     "MSG_ENV_RESERVED",
     "MSG_GPU_IN_RESOURCES",
     "MSG_LABELS_RESERVED",

@@ -236,6 +236,20 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
     return parser.parse_args(argv)
 
 
+def world_size_mismatch(cfg: RuntimeConfig, environ: Mapping[str, str]) -> str | None:
+    """Why torchrun's group does not have the shape the run asked for (trainer.nodes x processesPerNode),
+    or None. A hand-edited trainer Job or a stale config would otherwise train with another batch split."""
+    expected = cfg.trainer.nodes * cfg.trainer.processes_per_node
+    world = int(environ.get("WORLD_SIZE", "1"))
+    if world == expected:
+        return None
+    return (
+        f"torchrun started {world} ranks but the run's config asks for trainer.nodes {cfg.trainer.nodes} x "
+        f"processesPerNode {cfg.trainer.processes_per_node} = {expected}: the trainer Job and the run's "
+        "config disagree (re-apply the RLRun; do not edit its Jobs)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = settings_from(argv, os.environ)
     logging.basicConfig(
@@ -249,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if mismatch := world_size_mismatch(cfg, os.environ):
+        log.error("%s", mismatch)
+        return 2
     # Every collective and barrier is bounded: a hung (stopped, wedged) rank fails the group within it.
     timeout = timedelta(seconds=cfg.transport.collective_timeout_seconds)
     dist.init_process_group(backend=backend, timeout=timeout)

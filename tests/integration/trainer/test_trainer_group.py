@@ -54,6 +54,7 @@ class Group:
         cfg = RuntimeConfig(asset_root=str(root), run_id="t")
         cfg.orchestrator.group_size, cfg.orchestrator.batch_size, cfg.orchestrator.max_steps = 2, 4, max_steps
         cfg.trainer.checkpoint_interval, cfg.trainer.micro_batch_size = 100, 2
+        cfg.trainer.processes_per_node = 2  # the torchrun below
         t = cfg.transport
         t.base_port, t.host, t.publish_grace_ms = free_port(3), "127.0.0.1", 50
         t.collective_timeout_seconds, t.pack_watchdog_seconds = COLLECTIVE_TIMEOUT, WATCHDOG

@@ -21,6 +21,7 @@ def _config(root: Path, max_steps: int) -> RuntimeConfig:
     cfg = RuntimeConfig(asset_root=str(root), run_id="t")
     cfg.orchestrator.group_size, cfg.orchestrator.batch_size, cfg.orchestrator.max_steps = 2, 6, max_steps
     cfg.trainer.checkpoint_interval, cfg.trainer.micro_batch_size = 2, 2
+    cfg.trainer.processes_per_node = 2  # the torchrun below
     cfg.transport.base_port, cfg.transport.host, cfg.transport.publish_grace_ms = (
         free_port(3),
         "127.0.0.1",
