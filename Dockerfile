@@ -6,7 +6,7 @@
 #   docker build --target inference -t ghcr.io/rlrun/inference:0.1.0 .      # GPU inference: the runtime + vLLM
 #
 # The inference image adds a second virtualenv because vLLM pins its own torch/transformers:
-#   /opt/rlrun  rlrun[runtime]   every role (the whole runtime image)
+#   /opt/rlrun  rlrun[runtime,tracking]   every role (the whole runtime image; tracking: spec.tracking sinks)
 #   /opt/vllm   vllm + rlrun     GPU inference (`python -m rlrun.runtime.inference.vllm_server`; first on PATH)
 #
 # Rebuilds are incremental: each venv gets its third-party packages from pyproject.toml alone (a layer that
@@ -41,21 +41,16 @@ COPY operator ./operator
 COPY runtime ./runtime
 RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[operator]"
 
-FROM builder AS build-runtime
+FROM builder AS build-vllm
+ARG VLLM_VERSION
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra runtime
+    uv venv /opt/vllm \
+ && uv pip install --python /opt/vllm/bin/python "vllm==${VLLM_VERSION}" msgspec==0.22.0 pyzmq==27.3.0
 COPY setup.py README.md ./
 COPY rlrun ./rlrun
 COPY operator ./operator
 COPY runtime ./runtime
-RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[runtime]"
-
-FROM build-runtime AS build-vllm
-ARG VLLM_VERSION
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv venv /opt/vllm \
- && uv pip install --python /opt/vllm/bin/python "vllm==${VLLM_VERSION}" msgspec==0.22.0 pyzmq==27.3.0 \
- && uv pip install --no-cache --python /opt/vllm/bin/python --no-deps .
+RUN uv pip install --no-cache --python /opt/vllm/bin/python --no-deps .
 
 # ---------------------------------------------------------------- operator image
 FROM ${PYTHON_BASE} AS operator
@@ -69,12 +64,26 @@ EXPOSE 8080 8081
 ENTRYPOINT ["/opt/rlrun/bin/rlrun", "operator"]
 
 # ---------------------------------------------------------------- runtime image
+# One stage, not a builder + `COPY --from`: the multi-GiB third-party layer (CUDA torch) then exists once in
+# the builder's store and is reused by every code-only rebuild, instead of being copied into a new final
+# layer each time. The image keeps uv (~40 MB): env-workers install user environment packages with it.
 FROM ${PYTHON_BASE} AS runtime
+ARG UV_VERSION
 LABEL org.opencontainers.image.title="rlrun-runtime" \
       org.opencontainers.image.description="rlrun runtime: trainer, orchestrator, env-worker, CPU inference"
+ENV UV_LINK_MODE=copy UV_CACHE_DIR=/root/.cache/uv UV_COMPILE_BYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN groupadd --gid 1000 rlrun && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin rlrun \
- && mkdir -p /data && chown 1000:1000 /data
-COPY --from=build-runtime /opt/rlrun /opt/rlrun
+ && mkdir -p /data && chown 1000:1000 /data \
+ && python3 -m pip install --no-cache-dir "uv==${UV_VERSION}"
+WORKDIR /src
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv venv /opt/rlrun && uv pip install --python /opt/rlrun/bin/python -r pyproject.toml --extra runtime --extra tracking
+COPY setup.py README.md ./
+COPY rlrun ./rlrun
+COPY operator ./operator
+COPY runtime ./runtime
+RUN uv pip install --no-cache --python /opt/rlrun/bin/python --no-deps ".[runtime,tracking]" && rm -rf ./build ./*.egg-info
 ENV PATH=/opt/rlrun/bin:$PATH PYTHONUNBUFFERED=1 HF_HOME=/data/hf-cache
 USER 1000:1000
 WORKDIR /home/rlrun

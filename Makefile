@@ -1,12 +1,14 @@
 # Newcomer commands (see README.md):
 #   make demo   # set up, then run the bundled example with `rlrun local`
-#   make test   # set up (virtualenv, install, control-plane binaries), then run every test
+#   make test   # set up (virtualenv, install, the real peers), then run every test, the real-node tier last
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 UV_VERSION := 0.13.8
 export UV_CACHE_DIR ?= $(HOME)/.cache/rlrun/uv
-export UV_LINK_MODE ?= copy
+# Hardlinks from the cache: a fresh clone's 6 GB virtualenv (CUDA torch) costs no disk (uv copies instead
+# when the cache is on another filesystem).
+export UV_LINK_MODE ?= hardlink
 
 .PHONY: setup tools realnode-tools test test-realnode lint demo clean
 setup: $(VENV)/.installed
@@ -23,6 +25,8 @@ tools:
 	@tools/minio/build.sh >/dev/null
 	@tools/helm/fetch.sh >/dev/null
 	@tools/vllm/build.sh >/dev/null
+	@tools/mlflow/build.sh >/dev/null
+	@tools/verifiers/build.sh >/dev/null
 
 # The real single-node Kubernetes of tests/realnode (kubelet, kube-proxy, CoreDNS, base image; needs root).
 realnode-tools: tools
@@ -34,11 +38,15 @@ lint: setup
 
 # Bytecode is written (PYTHONDONTWRITEBYTECODE unset): every role and torchrun rank is a fresh process,
 # and recompiling torch from source costs each one seconds of CPU.
+# Every tier: unit, integration and e2e first (fast feedback), then the product on a real node.
 test: setup tools lint
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) RLRUN_MINIO_BIN=$$(tools/minio/build.sh) \
-	RLRUN_HELM=$$(tools/helm/fetch.sh) RLRUN_VLLM_PYTHON=$$(tools/vllm/build.sh) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q -m "not realnode"
+	RLRUN_HELM=$$(tools/helm/fetch.sh) RLRUN_VLLM_PYTHON=$$(tools/vllm/build.sh) \
+	RLRUN_MLFLOW=$$(tools/mlflow/build.sh) RLRUN_VERIFIERS_PYTHON=$$(tools/verifiers/build.sh) \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q -m "not realnode"
+	$(MAKE) --no-print-directory test-realnode
 
-# The product on a real node: images built from the Dockerfile, helm install, the example to Succeeded.
+# The product on a real node (root): images built from the Dockerfile, helm install, the example to Succeeded.
 test-realnode: setup realnode-tools
 	env -u PYTHONDONTWRITEBYTECODE KUBEBUILDER_ASSETS=$$(tools/controlplane/build.sh) \
 	RLRUN_REALNODE_TOOLS=$$(tools/realnode/build.sh) RLRUN_HELM=$$(tools/helm/fetch.sh) \

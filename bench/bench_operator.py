@@ -3,9 +3,9 @@
     .venv/bin/python bench/bench_operator.py [N]        # 1 and N RLRuns (default 50)
 
 N is 50, not 100, because the test control plane's Service range is 10.0.0.0/24 (~250 ClusterIPs) and
-each run takes 3 ClusterIP Services; with a /16 range (tests/controlplane.py) pass 100.
+each run takes 2 ClusterIP Services (inference and trainer are headless); with a /16 range (tests/controlplane.py) pass 100.
 
-Figure: create -> all 12 children exist (PVC, ConfigMap, progress Secret, 4 Services, 2 Deployments,
+Figure: create -> all 12 children exist (PVC, ConfigMap, progress Secret, 4 Services, a Deployment, a StatefulSet,
 2 Jobs, NetworkPolicy), for 1 and for N RLRuns created at once; operator RSS after the N.
 Baseline, same run and server: `kubectl create` of the same number of bare ConfigMaps.
 """
@@ -42,7 +42,7 @@ def docs(n: int, prefix: str) -> str:
 
 def count_children(plane: ControlPlane, ns: str) -> int:
     out = plane.kubectl(
-        "get", "pvc,cm,secret,svc,deploy,job,networkpolicy", "-n", ns, "-l", "app.kubernetes.io/name=rlrun",
+        "get", "pvc,cm,secret,svc,deploy,sts,job,networkpolicy", "-n", ns, "-l", "app.kubernetes.io/name=rlrun",
         "-o", "name",
     ).stdout  # fmt: skip
     return len(out.split())

@@ -16,7 +16,12 @@ from rlrun.operator.kube import connection_info
 from rlrun.operator.names import APP_NAME, GROUP, LABEL_INSTANCE, LABEL_NAME, PLURAL, VERSION
 from rlrun.operator.reconciler import Reconciler
 
-WATCHED_CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
+WATCHED_CHILDREN = (
+    ("batch", "v1", "jobs"),
+    ("v1", "pods"),
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+)
 
 
 def register(

@@ -39,6 +39,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Secret"),
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
     ("batch/v1", "Job"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
@@ -203,10 +204,24 @@ class Kube:
         return True
 
     def merge_patch(
-        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        content_type: str = "application/merge-patch+json",
     ) -> None:
+        """A merge patch; `application/strategic-merge-patch+json` merges lists by key (ownerReferences
+        by uid) where a merge patch would replace them."""
         path = f"{collection_path(api_version, kind, namespace)}/{name}"
-        self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        self._call("PATCH", path, body=patch, content_type=content_type)
+
+    def find(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object by name through `list` (the verb the operator's RBAC grants on its children)."""
+        query = [("fieldSelector", f"metadata.name={name}")]
+        items = self._call("GET", collection_path(api_version, kind, namespace), query=query)["items"]
+        return items[0] if items else None
 
     def patch_run_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

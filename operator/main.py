@@ -38,6 +38,7 @@ class OperatorConfig:
     """Empty = cluster-wide."""
     kubeconfig: str | None = None
     progress_host: str = "0.0.0.0"
+    """Address the progress and metrics endpoints listen on."""
     progress_port: int = 8081
     progress_url: str | None = None
     """How pods reach the progress endpoint (the operator Service); None = not injected."""
@@ -110,10 +111,11 @@ async def serve(
     log.info("progress endpoint listening on http://%s:%d", config.progress_host, port)
     if on_bound:
         on_bound(port)
+    metrics = None
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(config.metrics_port)
+        metrics, _ = start_http_server(config.metrics_port, addr=config.progress_host)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     try:
         await kopf.operator(
@@ -135,6 +137,9 @@ async def serve(
         for task in background:
             task.cancel()
         await runner.cleanup()
+        if metrics is not None:  # an operator stopped in-process (tests) frees its port
+            metrics.shutdown()
+            metrics.server_close()
         api.close()
 
 

@@ -66,6 +66,11 @@ PROGRESS_PATH = "/v1/namespaces/{namespace}/rlruns/{name}/progress"
 
 MAX_TRAINER_NODES = 1024
 """Upper bound of spec.trainer.nodes; it fixes how many digits a trainer pod hostname may carry."""
+MAX_INFERENCE_REPLICAS = 256
+"""Upper bound of spec.inference.replicas; it fixes how many digits an inference pod hostname may carry."""
+STATEFULSET_NAME_MAX = 52
+"""Longest StatefulSet name whose pods can be created: the controller labels each pod
+`controller-revision-hash: <name>-<hash of up to 10 chars>`, and a label value is at most 63 characters."""
 
 DNS_LABEL_MAX = 63
 LONGEST_NAME_SUFFIX = max(
@@ -76,12 +81,16 @@ LONGEST_NAME_SUFFIX = max(
     SUFFIX_ORCHESTRATOR,
     SUFFIX_NETWORK,
     SUFFIX_PROGRESS,
-    # Indexed Job pods get the hostname <job>-<index>; it must be a DNS label too.
+    # Indexed Job and StatefulSet pods get the hostname <workload>-<index>; it must be a DNS label too.
     f"{SUFFIX_TRAINER}-{MAX_TRAINER_NODES - 1}",
+    f"{SUFFIX_INFERENCE}-{MAX_INFERENCE_REPLICAS - 1}",
     key=len,
 )
-MAX_RUN_NAME_LENGTH = DNS_LABEL_MAX - len(LONGEST_NAME_SUFFIX)
-"""Longest RLRun name whose every child name (Services, pod hostnames, label values) stays a DNS label."""
+MAX_RUN_NAME_LENGTH = min(
+    DNS_LABEL_MAX - len(LONGEST_NAME_SUFFIX), STATEFULSET_NAME_MAX - len(SUFFIX_INFERENCE)
+)
+"""Longest RLRun name whose every child name (Services, pod hostnames, label values) stays a DNS label
+and whose inference StatefulSet can create its pods."""
 RUN_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 """DNS-1035 label: Service names derive from the run name, and Services require this form."""
 
@@ -121,6 +130,20 @@ not override them (it would break the wiring)."""
 
 def child_name(run: str, suffix: str) -> str:
     return f"{run}{suffix}"
+
+
+def inference_replica_host(run: str, index: int, namespace: str | None) -> str:
+    """Stable DNS name of inference pod `index`: StatefulSet pod `<run>-inference-<i>` under the headless
+    Service `<run>-inference` (the Service's namespace when known, else the pod's search path)."""
+    sts = child_name(run, SUFFIX_INFERENCE)
+    host = f"{sts}-{index}.{sts}"
+    return f"{host}.{namespace}.svc" if namespace else host
+
+
+def inference_replica_urls(run: str, replicas: int, namespace: str | None) -> list[str]:
+    """Base URL of every inference replica, in ordinal order: each is reloaded and routed to on its own
+    (one load-balanced name would reload one replica and leave the others serving a stale policy)."""
+    return [f"http://{inference_replica_host(run, i, namespace)}:{INFERENCE_PORT}" for i in range(replicas)]
 
 
 def trainer_master_addr(run: str) -> str:

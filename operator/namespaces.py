@@ -23,6 +23,7 @@ WATCHED: tuple[tuple[str, str], ...] = (
     ("batch", "jobs"),
     ("", "pods"),
     ("apps", "deployments"),
+    ("apps", "statefulsets"),
 )
 """(API group, resource) that the operator lists and watches in every namespace (handlers.py)."""
 

@@ -35,6 +35,9 @@ STATUS_FIELDS = (
     "updatedAt",
     "attempt",
     "stepSeconds",
+    "trainerStartup",
+    "weightsVersion",
+    "inferenceReplicas",
 )
 
 Key = tuple[str, str]
@@ -138,7 +141,8 @@ def progress_app(
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application(client_max_size=64 * 1024)
+    # A report is small, but may list up to 256 inference replicas (name and error up to ~0.5 KiB each).
+    app = web.Application(client_max_size=256 * 1024)
     app.router.add_post(PROGRESS_PATH, post)
     app.router.add_get("/healthz", healthz)
     return app

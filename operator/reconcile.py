@@ -22,8 +22,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from rlrun.operator.api import RLRun, RLRunSpec
+from rlrun.operator.api import RLRun, RLRunSpec, to_runtime_config
+from rlrun.operator.budget import BUDGET_EXHAUSTED, account, seconds_left, spent
 from rlrun.operator.drift import difference
+from rlrun.operator.lineage import FORK_FAILED, Lineage, fork_problem, parent_claim, protection_patch
 from rlrun.operator.names import (
     COMPONENT_ENV_WORKERS,
     COMPONENT_INFERENCE,
@@ -33,8 +35,9 @@ from rlrun.operator.names import (
 )
 from rlrun.operator.observe import Children
 from rlrun.operator.reconcile_errors import clear_error
-from rlrun.operator.render.common import queued
+from rlrun.operator.render.common import claim_name, queued
 from rlrun.operator.restarts import GroupState, StallPolicy, on_group_failure, stalled
+from rlrun.operator.startup import record as record_startup
 from rlrun.operator.status import (
     COMPONENT_CONDITIONS,
     FAILED,
@@ -48,12 +51,13 @@ from rlrun.operator.status import (
     parse_time,
     readiness,
     take_progress,
+    weights_in_sync,
 )
-from rlrun.runtime.config import VOLUME_NOT_WRITABLE
+from rlrun.runtime.config import VOLUME_NOT_WRITABLE, forensics_dir
 
 GROUPS = (COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
 WORKLOADS = (COMPONENT_INFERENCE, COMPONENT_ENV_WORKERS, COMPONENT_TRAINER, COMPONENT_ORCHESTRATOR)
-WORKLOAD_KINDS = ("Deployment", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 CREATE_ONLY = ("Job", "Secret")
 NO_DRIFT_REPAIR = ("PersistentVolumeClaim",)
 """Kinds never re-applied over a hand edit: a PVC may be expanded by its users, and never shrinks."""
@@ -69,6 +73,8 @@ class RunSettings:
 
     run: RLRun
     stall: StallPolicy = field(default_factory=StallPolicy)
+    lineage: Lineage = field(default_factory=Lineage)
+    """A fork's parent and its volume, as read this pass (empty for a run without spec.resumeFrom)."""
 
     @property
     def spec(self) -> RLRunSpec:
@@ -97,14 +103,18 @@ class Plan:
     """(Job name, suspend) merge patches."""
     relabel: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     """(Job name, labels) merge patches: a Job's template is immutable, its labels are not."""
+    protect: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(PVC name, strategic-merge patch): a fork becomes an owner of its parent's volume."""
     events: list[Event] = field(default_factory=list)
+    startup_completed: dict[str, Any] | None = None
+    """The trainer attempt's start-up entry that became complete in this pass (observed once)."""
     delete_run: bool = False
     requeue_after: float | None = None
 
     @property
     def writes_children(self) -> bool:
         """Whether the pass changes children after its status write (any of those writes may fail)."""
-        return bool(self.create or self.apply or self.delete or self.suspend or self.relabel)
+        return bool(self.create or self.apply or self.delete or self.suspend or self.relabel or self.protect)
 
     def requeue(self, seconds: float) -> None:
         seconds = max(seconds, 0.1)
@@ -150,8 +160,12 @@ def plan(
     p = Plan(status=st)
     before = stored.phase
     take_progress(st, report, now)
+    if (sync := weights_in_sync(st.inference)) is not None:
+        st.set_condition("WeightsInSync", *sync, now)
     if st.start_time is None:
         st.start_time = now
+    account(st.gpu, children.gpus_in_use, now)  # terminal too: pods still terminating hold their GPUs
+    _startup_timings(p, children)
 
     if st.phase not in TERMINAL:
         _decide_lifecycle(p, settings, children, now)
@@ -194,10 +208,20 @@ def plan(
 
 def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: datetime) -> None:
     st = p.status
+    if not _admit_fork(p, settings, now):
+        return
     orch = children.jobs.get(COMPONENT_ORCHESTRATOR)
     if orch is not None and orch.complete and orch.attempt == st.orchestrator.attempt:
         _terminate(p, SUCCEEDED, "Completed", "the orchestrator finished (max steps reached)", now)
         return
+    budget = settings.spec.budget
+    if why := spent(budget, st.gpu, st.start_time, now):
+        account(st.gpu, children.gpus_in_use, now, settle=True)
+        msg = f"{why}; the trainer checkpoints the step in flight as its pods stop"
+        _terminate(p, SUCCEEDED, BUDGET_EXHAUSTED, msg, now)
+        return
+    if (left := seconds_left(budget, st.gpu, st.start_time, now)) is not None:
+        p.requeue(left)
     deadline = settings.spec.active_deadline_seconds
     if deadline is not None and st.start_time is not None:
         elapsed = (now - st.start_time).total_seconds()
@@ -207,6 +231,9 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
             return
         p.requeue(deadline - elapsed)
     if settings.spec.suspend:
+        return
+    for component, message in sorted(children.start_failures.items()):  # a restart cannot fix these
+        _terminate(p, FAILED, message.split(":", 1)[0], f"{component}: {message}", now)
         return
     causes = {group: _group_failure(children, group, _group(st, group).attempt) for group in GROUPS}
     if st.progress is not None and st.phase == RUNNING and causes[COMPONENT_TRAINER] is None:
@@ -222,7 +249,7 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
         msg = f"no step advance since step {step} at {since.isoformat() if since else '-'}"
         reason = "NoStepAdvance" if is_stalled else "Progressing"
         if st.set_condition("Stalled", is_stalled, reason, msg, now) and is_stalled:
-            p.events.append(Event("Warning", "Stalled", msg))
+            p.events.append(Event("Warning", "Stalled", f"{msg}; {_stack_dumps(settings, st)}"))
         if is_stalled:
             causes[COMPONENT_TRAINER] = f"stalled: {msg}"
     for group, cause in causes.items():
@@ -248,6 +275,52 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
         p.events.append(Event("Warning", f"{group.capitalize()}Restart", decision.message))
 
 
+def _startup_timings(p: Plan, children: Children) -> None:
+    st, job = p.status, children.jobs.get(COMPONENT_TRAINER)
+    if job is None or job.deleting:
+        return
+    runtime = (st.progress or {}).get("trainerStartup")
+    gang = children.trainer_gangs.get(job.attempt)
+    st.startup, done = record_startup(
+        st.startup, job.attempt, parse_time(job.created), job.parallelism, gang, runtime
+    )
+    if done:
+        p.events.append(Event("Normal", "StartupTimings", done))
+        p.startup_completed = next(e for e in st.startup if e.get("attempt") == job.attempt)
+
+
+def _admit_fork(p: Plan, settings: RunSettings, now: datetime) -> bool:
+    """A fork (spec.resumeFrom) whose parent is unfit fails now, precisely; an admitted one records its
+    parent in status (with an Event, once) and keeps its parent's volume protected. False: terminated."""
+    run, st = settings.run, p.status
+    fork = run.spec.resume_from
+    if fork is None:
+        return True
+    if st.resumed_from is None:  # admitted once: a parent deleted later must not fail a running fork
+        if problem := fork_problem(run, settings.lineage):
+            _terminate(p, FAILED, FORK_FAILED, problem, now)
+            return False
+        st.resumed_from = fork.model_dump(by_alias=True)
+        claim = parent_claim(run) or run.spec.storage.existing_claim
+        msg = f"forked from RLRun {fork.run} checkpoint step {fork.step}; volume {claim} shared"
+        p.events.append(Event("Normal", "Forked", msg))
+    if (patch := protection_patch(run, settings.lineage)) and (claim := parent_claim(run)):
+        p.protect.append((claim, patch))
+    return True
+
+
+def _stack_dumps(settings: RunSettings, st: RunStatus) -> str:
+    """Where the stalled trainer group's stacks land: its pods are deleted for the restart, and each pod's
+    log wrapper (runtime/podlog.py) has every process dump its stacks before SIGTERM reaches it."""
+    attempt = st.trainer.attempt
+    run_dir = to_runtime_config(settings.run.metadata.name, settings.spec).run_dir
+    return (
+        f"the stopping trainer pods of attempt {attempt} dump every process's stacks to "
+        f"{forensics_dir(run_dir, attempt)}/ on volume {claim_name(settings.run)} (a rank that left none was "
+        "not running: stopped, or wedged holding the GIL)"
+    )
+
+
 def _group(st: RunStatus, group: str) -> GroupState:
     return st.trainer if group == COMPONENT_TRAINER else st.orchestrator
 
@@ -261,7 +334,8 @@ def _release(
         component, kind, name = _component(obj), obj["kind"], obj["metadata"]["name"]
         if kind not in WORKLOAD_KINDS or component not in WORKLOADS or not children.has(kind, name):
             continue
-        if component == COMPONENT_ORCHESTRATOR and st.phase == SUCCEEDED:
+        job = children.jobs.get(component)
+        if component == COMPONENT_ORCHESTRATOR and job is not None and job.complete:
             continue  # a finished Job holds no resources; keep it for its logs
         p.delete.append((obj["apiVersion"], kind, name))
     ttl = settings.spec.ttl_seconds_after_finished

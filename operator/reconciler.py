@@ -21,6 +21,7 @@ read the RLRun, list its children, `plan()`, then write in this order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -30,11 +31,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from rlrun.operator import startup_metrics
 from rlrun.operator.api import RLRun
 from rlrun.operator.kube import Kube
+from rlrun.operator.lineage import Lineage, parent_claim
 from rlrun.operator.names import (
     PROGRESS_TOKEN_KEY,
     SUFFIX_ORCHESTRATOR,
@@ -58,6 +61,13 @@ RECONCILE_SECONDS = Histogram(
     "rlrun_reconcile_duration_seconds",
     "Wall time of one reconcile pass (read, plan, writes).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+RUN_RESTARTS = Gauge(
+    "rlrun_run_restarts",
+    "Restarts of a run's trainer group or orchestrator: a mirror of RLRun status for dashboards (status and "
+    "Events stay the source of truth).",
+    ["namespace", "run", "component"],
 )
 
 Key = tuple[str, str]
@@ -116,6 +126,10 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        for component in ("trainer", "orchestrator"):
+            with contextlib.suppress(KeyError):
+                RUN_RESTARTS.remove(namespace, name, component)
+        startup_metrics.forget(namespace, name)
         state = self._runs.pop(key, None)
         self._tokens.pop((namespace, f"{name}{SUFFIX_PROGRESS}"), None)  # a new run, a new Secret
         if state and state.requeue:
@@ -190,7 +204,7 @@ class Reconciler:
                 {"phase": "Failed", "reason": "InvalidSpec", "message": str(e)[:4000]},
             )
             return None
-        settings = RunSettings(run, self.stall)
+        settings = RunSettings(run, self.stall, await asyncio.to_thread(self._lineage, run))
         stored = RunStatus.from_dict(body.get("status"))
         try:
             # A run that never had a pass has nothing to find by owner reference (saves 3 lists).
@@ -225,6 +239,18 @@ class Reconciler:
             raise
         return decided.requeue_after
 
+    def _lineage(self, run: RLRun) -> Lineage:
+        """A fork's parent RLRun and the PVC it protects (two reads, only for a run with resumeFrom)."""
+        fork, namespace = run.spec.resume_from, run.metadata.namespace or "default"
+        if fork is None:
+            return Lineage()
+        body = self.kube.get_run(namespace, fork.run)
+        parent = RLRun.model_validate(body) if body is not None else None
+        claim = parent_claim(run)
+        return Lineage(
+            parent, self.kube.find("v1", "PersistentVolumeClaim", namespace, claim) if claim else None
+        )
+
     def _write_error(self, body: dict[str, Any], stored: RunStatus, exc: Exception) -> None:
         """Show a failed pass on the RLRun: the condition first, then (only if it changed) the Event.
         Best effort: the pass's own error is what gets raised and logged."""
@@ -253,6 +279,9 @@ class Reconciler:
                 raise StaleRead(f"resourceVersion {meta.get('resourceVersion')} is stale") from exc
             exc.add_note("write the status failed")
             raise
+        RUN_RESTARTS.labels(ns, name, "trainer").set(p.status.trainer.restarts)
+        RUN_RESTARTS.labels(ns, name, "orchestrator").set(p.status.orchestrator.restarts)
+        startup_metrics.publish(ns, name, p.status.startup, p.startup_completed)
         for event in p.events:
             log.info("rlrun %s/%s %s: %s", ns, name, event.reason, event.message)
             self.kube.event(body, event.type, event.reason, event.message)
@@ -273,6 +302,10 @@ class Reconciler:
             for job, suspend in p.suspend:
                 action = f"patch Job {job} suspend={suspend}"
                 self.kube.merge_patch("batch/v1", "Job", ns, job, {"spec": {"suspend": suspend}})
+            for claim, patch in p.protect:
+                action = f"add this run as an owner of PersistentVolumeClaim {claim}"
+                strategic = "application/strategic-merge-patch+json"
+                self.kube.merge_patch("v1", "PersistentVolumeClaim", ns, claim, patch, strategic)
         except Exception as exc:  # name the write that failed, for the RLRun's ReconcileError
             exc.add_note(f"{action} failed")
             raise

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rlrun.operator.api import RLRunStatus, StatusSection
+from rlrun.operator.budget import GpuAccount
 from rlrun.operator.observe import Children
 from rlrun.operator.restarts import GroupState
 
@@ -61,6 +62,11 @@ def take_progress(st: RunStatus, report: dict[str, Any] | None, now: datetime) -
         return
     advanced = held is None or progress_order(report)[:2] > progress_order(held)[:2]
     st.progress = dict(report)
+    if report.get("inferenceReplicas"):
+        st.inference = {
+            "weightsVersion": report.get("weightsVersion"),
+            "replicas": report["inferenceReplicas"],
+        }
     if advanced:
         st.step_advanced_at = now
         if report.get("stepSeconds") is not None:
@@ -92,6 +98,11 @@ class RunStatus:
     replica's memory, so any operator reading the RLRun reaches the same verdict."""
     recent_step_seconds: tuple[float, ...] = ()
     """The last STEP_HISTORY step durations; their median scales the stall threshold."""
+    resumed_from: dict[str, Any] | None = None
+    gpu: GpuAccount = field(default_factory=GpuAccount)
+    startup: list[dict[str, Any]] = field(default_factory=list)
+    inference: dict[str, Any] | None = None
+    """Each inference replica's served version, from the orchestrator's reports (`WeightsInSync`)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunStatus:
@@ -120,6 +131,10 @@ class RunStatus:
             progress=_dump(m.progress) if m.progress else None,
             step_advanced_at=m.last_step_advance_time,
             recent_step_seconds=tuple(m.recent_step_seconds),
+            resumed_from=_dump(m.resumed_from) if m.resumed_from else None,
+            startup=[_dump(t) for t in m.startup],
+            gpu=GpuAccount((m.gpu_hours_used or 0.0) * 3600, m.gpus_in_use or 0, m.gpu_accounted_at),
+            inference=_dump(m.inference) if m.inference else None,
         )
 
     def to_model(self) -> RLRunStatus:
@@ -142,6 +157,12 @@ class RunStatus:
                 "progress": self.progress,
                 "lastStepAdvanceTime": self.step_advanced_at,
                 "recentStepSeconds": list(self.recent_step_seconds),
+                "resumedFrom": self.resumed_from,
+                "startup": self.startup,
+                "gpuHoursUsed": round(self.gpu.gpu_hours, 6),
+                "gpusInUse": self.gpu.gpus_in_use,
+                "gpuAccountedAt": self.gpu.accounted_at,
+                "inference": self.inference,
             }
         )
 
@@ -226,3 +247,25 @@ def readiness(children: Children) -> dict[str, tuple[bool, str, str]]:
         else:
             out[component] = (False, "Missing", f"no {component} workload exists yet")
     return out
+
+
+def weights_in_sync(inference: dict[str, Any] | None) -> tuple[bool, str, str] | None:
+    """The `WeightsInSync` condition: every inference replica serves the newest exported weights (a lagging
+    one gets no rollouts until it does); None before the orchestrator reported any replica."""
+    if not inference or not inference.get("replicas"):
+        return None
+    version, replicas = inference.get("weightsVersion"), inference["replicas"]
+    lagging = [r for r in replicas if not r.get("inSync")]
+    if not lagging:
+        return (
+            True,
+            "AllReplicasInSync",
+            f"{len(replicas)}/{len(replicas)} replicas serve weights version {version}",
+        )
+    detail = ", ".join(
+        f"{r.get('name')} serves {r['servedVersion']}" if r.get("servedVersion") is not None
+        else f"{r.get('name')} gave no version ({r.get('error') or 'unreachable'})"
+        for r in lagging
+    )  # fmt: skip
+    msg = f"{len(replicas) - len(lagging)}/{len(replicas)} replicas serve weights version {version}; {detail}"
+    return False, "ReplicasLagging", msg

@@ -127,6 +127,23 @@ class RunTree:
 # ----------------------------------------------------------------------------- content-addressed writes
 
 
+def latest_weights(run_dir: Path) -> tuple[Path, int] | None:
+    """The newest complete export under `<run_dir>/weights` (`step_<n>` with DONE) and its version n.
+
+    A server (re)started mid-run loads it before serving rollouts; the orchestrator routes rollouts only to
+    replicas serving it (the current policy)."""
+    root = Path(run_dir) / "weights"
+    versions = sorted(
+        (int(p.name.removeprefix("step_")), p)
+        for p in (root.glob("step_*") if root.is_dir() else ())
+        if p.name.removeprefix("step_").isdigit() and (p / "DONE").is_file()
+    )
+    if not versions:
+        return None
+    version, path = versions[-1]
+    return path, version
+
+
 def content_hash(data: bytes) -> str:
     """First 16 hex chars of sha256 over the (decoded, not base64) file bytes: the name of an image file."""
     return hashlib.sha256(data).hexdigest()[:HASH_HEX_CHARS]

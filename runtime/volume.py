@@ -9,15 +9,11 @@ write what and what the volume needs.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from pathlib import Path
 
 from rlrun.runtime.config import VOLUME_NOT_WRITABLE
-
-EXIT_VOLUME_NOT_WRITABLE = 78  # EX_CONFIG: restarting the same pod on the same volume cannot help
-TERMINATION_LOG = Path("/dev/termination-log")
+from rlrun.runtime.termination import TERMINATION_LOG, fail_start
 
 
 def _owner(path: Path) -> str:
@@ -49,9 +45,4 @@ def ensure_writable(run_dir: Path, termination_log: Path = TERMINATION_LOG) -> N
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        message = not_writable_message(run_dir, error)
-        print(message, file=sys.stderr, flush=True)
-        if termination_log.is_file():  # the kubelet creates it in a pod; never create it elsewhere
-            with contextlib.suppress(OSError):
-                termination_log.write_text(message)
-        raise SystemExit(EXIT_VOLUME_NOT_WRITABLE) from None
+        fail_start(not_writable_message(run_dir, error), termination_log)

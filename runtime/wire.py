@@ -60,7 +60,11 @@ class TrainingSample(msgspec.Struct, array_like=True, gc=False):
     example_id: str = ""
     policy_version: int = 0  # weights version that generated the completion
     mm_kwargs: dict[str, EncodedTensor] | None = None
-    mm_refs: MMRefs | None = None  # keep last
+    mm_refs: MMRefs | None = None
+    # uint8 per completion token: 1 = sampled by the policy (trained), 0 = context a multi-turn environment
+    # inserted (tool results, its messages); None = every completion token was sampled.
+    completion_mask: bytes | None = None
+    group: int = -1  # the run-wide group id (the orchestrator's ledger), so the trainer can account it
 
     @property
     def is_multimodal(self) -> bool:
@@ -124,3 +128,11 @@ def ints(data: bytes) -> np.ndarray:
 
 def floats(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.float32)
+
+
+def pack_mask(values: Any) -> bytes:
+    return np.asarray(values, dtype=np.uint8).tobytes()
+
+
+def masks(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)

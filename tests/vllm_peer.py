@@ -65,6 +65,7 @@ class Server:
     url: str
     proc: subprocess.Popen
     log: Path
+    metrics_url: str = ""  # /metrics where $RLRUN_METRICS_PORT put it, when the test set one
 
     def stop(self) -> None:
         """SIGTERM to the server's process group (vLLM forks its engine core), SIGKILL after 60 s."""

@@ -25,7 +25,9 @@ from rlrun.operator.api.messages import (
     MSG_MODEL_IMMUTABLE,
     MSG_NAME_FORM,
     MSG_NAME_LENGTH,
+    MSG_PACKAGES_CREDS,
     MSG_PROCS,
+    MSG_RESUME_FROM_IMMUTABLE,
     MSG_STORAGE_EXCLUSIVE,
     MSG_TP,
     MSG_TRAINER_SHAPE_IMMUTABLE,
@@ -34,6 +36,7 @@ from rlrun.operator.api.messages import (
 )
 from rlrun.operator.api.spec import (
     QUANTITY_PATTERN,
+    Budget,
     EnvironmentSpec,
     EnvVar,
     EnvWorkersSpec,
@@ -83,6 +86,12 @@ ROOT_VALIDATIONS = [
         "self.spec.trainer.?processesPerNode == oldSelf.spec.trainer.?processesPerNode)",
         MSG_TRAINER_SHAPE_IMMUTABLE,
         field_path=".spec.trainer",
+    ),
+    # Adding or removing it (changing it is refused on the field itself, a cheaper rule for CEL's budget).
+    cel(
+        "has(self.spec.resumeFrom) == has(oldSelf.spec.resumeFrom)",
+        MSG_RESUME_FROM_IMMUTABLE,
+        field_path=".spec.resumeFrom",
     ),
 ]
 """Rules on the whole object (metadata.name, and transitions that need status); the CRD generator puts
@@ -156,7 +165,9 @@ __all__ = [
     "MSG_MODEL_IMMUTABLE",
     "MSG_NAME_FORM",
     "MSG_NAME_LENGTH",
+    "MSG_PACKAGES_CREDS",
     "MSG_PROCS",
+    "MSG_RESUME_FROM_IMMUTABLE",
     "MSG_STORAGE_EXCLUSIVE",
     "MSG_TP",
     "MSG_TRAINER_SHAPE_IMMUTABLE",
@@ -164,6 +175,7 @@ __all__ = [
     "MSG_UPLOAD_CREDS",
     "QUANTITY_PATTERN",
     "ROOT_VALIDATIONS",
+    "Budget",
     "ComponentCount",
     "ComponentsStatus",
     "Condition",

@@ -34,6 +34,10 @@ MSG_UPLOAD_CREDS = (
     "spec.sampleUpload.credentialsSecret is only used in S3 mode: "
     "set spec.sampleUpload.bucket or remove credentialsSecret"
 )
+MSG_PACKAGES_CREDS = (
+    "spec.envWorkers.packages.credentialsSecret is only used with an index: "
+    "set spec.envWorkers.packages.indexUrl or remove credentialsSecret"
+)
 MSG_BACKOFF = "spec.failurePolicy.backoffMaxSeconds must be >= spec.failurePolicy.backoffSeconds"
 MSG_ENV_RESERVED = (
     "spec.env may not set " + ", ".join(names.RESERVED_ENV) + ": the operator wires those variables"
@@ -46,7 +50,8 @@ MSG_LABELS_RESERVED = (
 MSG_MICRO_BATCH = "spec.trainer.microBatchSize must not exceed spec.orchestrator.batchSize"
 MSG_NAME_LENGTH = (
     f"metadata.name must be at most {names.MAX_RUN_NAME_LENGTH} characters: child names such as "
-    f"<name>{names.LONGEST_NAME_SUFFIX} must stay {names.DNS_LABEL_MAX}-character DNS labels"
+    f"<name>{names.LONGEST_NAME_SUFFIX} must stay {names.DNS_LABEL_MAX}-character DNS labels, and the "
+    f"inference StatefulSet <name>{names.SUFFIX_INFERENCE} at most {names.STATEFULSET_NAME_MAX} characters"
 )
 MSG_NAME_FORM = (
     "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): "
@@ -54,6 +59,10 @@ MSG_NAME_FORM = (
 )
 MSG_MODEL_IMMUTABLE = (
     "spec.model cannot change once the run started (status.startTime is set): create a new RLRun"
+)
+MSG_RESUME_FROM_IMMUTABLE = (
+    "spec.resumeFrom cannot be added, changed or removed after the RLRun is created (the fork's parent "
+    "and checkpoint are fixed at admission): create a new RLRun to fork from another checkpoint"
 )
 MSG_TRAINER_SHAPE_IMMUTABLE = (
     "spec.trainer.nodes, gpusPerNode and processesPerNode cannot change once the run started "

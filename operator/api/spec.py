@@ -20,7 +20,9 @@ from rlrun.operator.api.messages import (
     MSG_GPU_IN_RESOURCES,
     MSG_LABELS_RESERVED,
     MSG_MICRO_BATCH,
+    MSG_PACKAGES_CREDS,
     MSG_PROCS,
+    MSG_RESUME_FROM_IMMUTABLE,
     MSG_STORAGE_EXCLUSIVE,
     MSG_TP,
     MSG_UPLOAD_BOTH,
@@ -30,12 +32,17 @@ from rlrun.runtime.config import (
     DEFAULT_ASSET_ROOT,
     EnvironmentConfig,
     EnvWorkersConfig,
+    LogsConfig,
     ModelConfig,
     MultimodalConfig,
     OrchestratorConfig,
+    PackagesConfig,
+    ResumeFrom,
+    RetentionConfig,
     RuntimeConfig,
     SampleUploadConfig,
     Section,
+    TrackingConfig,
     TrainerConfig,
     TransportConfig,
 )
@@ -185,7 +192,9 @@ class InferenceSpec(Section):
         )
     )
 
-    replicas: int = Field(1, ge=1, le=256, description="Inference server pods.")
+    replicas: int = Field(
+        1, ge=1, le=names.MAX_INFERENCE_REPLICAS, description="Inference server pods (a StatefulSet)."
+    )
     engine: Literal["vllm", "rlrun"] | None = Field(
         None,
         description="Inference engine: 'vllm', or 'rlrun' (the CPU engine, same API). Unset: vllm when "
@@ -236,6 +245,8 @@ class TrainerSpec(Section):
     micro_batch_size: int = Field(8, ge=1, description="Samples per micro-batch.")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style clipping of the importance ratio.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    scale_step_by_signal: bool = TrainerConfig.model_fields["scale_step_by_signal"]
+    termination_grace_period_seconds: int = TrainerConfig.model_fields["termination_grace_period_seconds"]
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     scheduling: PodScheduling = Field(default_factory=PodScheduling)
 
@@ -271,16 +282,46 @@ class EnvironmentSpec(EnvironmentConfig):
     id: str = Field(
         "color-codeword",
         min_length=1,
-        max_length=63,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
-        description="Environment id: 'color-codeword', 'text-reverse', ...",
+        max_length=253,
+        pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*)$",
+        description="A built-in ('color-codeword', 'text-reverse', 'calculator', 'verifiers'), an installed "
+        "package's entry point in the 'rlrun.environments' group, or an import path 'package.module:factory'.",
     )
+
+
+class PackagesSpec(PackagesConfig):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!has(self.credentialsSecret) || has(self.indexUrl)", MSG_PACKAGES_CREDS)
+        )
+    )
+
+    credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="Secret with 'username' and 'password' for indexUrl, given to the env-workers only.",
+    )
+
+    @model_validator(mode="after")
+    def _creds_need_index(self) -> PackagesSpec:
+        if self.credentials_secret and not self.index_url:
+            raise ValueError(MSG_PACKAGES_CREDS)
+        return self
 
 
 class EnvWorkersSpec(EnvWorkersConfig):
     """The env-workers (a Deployment, CPU only)."""
 
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Image for the env-workers (FROM the runtime image, plus your environment's package); "
+        "default images.runtime.",
+    )
+    packages: PackagesSpec = Field(default_factory=PackagesSpec)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     scheduling: PodScheduling = Field(default_factory=PodScheduling)
 
@@ -330,6 +371,18 @@ class SampleUploadSpec(SampleUploadConfig):
         return self
 
 
+class TrackingSpec(TrackingConfig):
+    """Experiment tracking (MLflow, Weights & Biases), logged by the orchestrator."""
+
+    credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="Secret whose keys WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD (each optional) the orchestrator gets as env; never logged.",
+    )
+
+
 class FailurePolicy(Section):
     """Trainer-group and orchestrator restarts, owned and counted by the operator (Jobs never retry)."""
 
@@ -357,6 +410,21 @@ class FailurePolicy(Section):
         return min(self.backoff_max_seconds, self.backoff_seconds * 2 ** max(0, restarts))
 
 
+class Budget(Section):
+    """Stop the run when a budget is spent: Succeeded / BudgetExhausted, the trainer checkpointing the step
+    in flight within its terminationGracePeriodSeconds (operator/budget.py)."""
+
+    max_gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        alias="maxGPUHours",
+        description="GPUs held by the run's pods x time, all attempts (restarts) included; status.gpuHoursUsed.",
+    )
+    max_wallclock_seconds: int | None = Field(
+        None, ge=1, description="Wall-clock seconds since the run started (suspended time included)."
+    )
+
+
 _reserved_env = ", ".join(f"'{n}'" for n in names.RESERVED_ENV)
 _reserved_label_rule = " && ".join(f"!k.startsWith('{p}')" for p in names.RESERVED_LABEL_PREFIXES)
 
@@ -379,8 +447,21 @@ class RLRunSpec(Section):
     env_workers: EnvWorkersSpec = Field(default_factory=EnvWorkersSpec)
     multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
     transport: TransportConfig = Field(default_factory=TransportConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
     sample_upload: SampleUploadSpec = Field(default_factory=SampleUploadSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+    resume_from: ResumeFrom | None = Field(
+        None,
+        description="Fork: start from checkpoint `step` of RLRun `run` in this namespace. The volume is "
+        "shared, not copied: the pods mount the parent's claim, which the parent cannot delete while this "
+        "run exists. Set at creation only: it cannot be added, changed or removed afterwards.",
+        # This refuses a change. Adding or removing it is refused at the root (ROOT_VALIDATIONS): a rule
+        # on an optional field only runs when the old and the new object both have it.
+        json_schema_extra=validations(cel("self == oldSelf", MSG_RESUME_FROM_IMMUTABLE)),
+    )
+    budget: Budget = Field(default_factory=Budget)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     suspend: bool = Field(False, description="Scale the run to zero (Jobs suspended, Deployments at 0).")
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the run when it has been running longer than this."
@@ -455,13 +536,20 @@ def to_runtime_config(name: str, spec: RLRunSpec, *, asset_root: str = DEFAULT_A
             micro_batch_size=t.micro_batch_size,
             clip_epsilon=t.clip_epsilon,
             max_grad_norm=t.max_grad_norm,
+            scale_step_by_signal=t.scale_step_by_signal,
+            termination_grace_period_seconds=t.termination_grace_period_seconds,
         ),
         env_workers=EnvWorkersConfig(
             replicas=spec.env_workers.replicas,
             workers_per_replica=spec.env_workers.workers_per_replica,
             environment=_section(EnvironmentConfig, spec.env_workers.environment),
+            packages=_section(PackagesConfig, spec.env_workers.packages),
         ),
         multimodal=spec.multimodal,
         transport=spec.transport,
+        logs=spec.logs,
         sample_upload=_section(SampleUploadConfig, spec.sample_upload),
+        tracking=_section(TrackingConfig, spec.tracking),
+        resume_from=spec.resume_from,
+        retention=spec.retention,
     )

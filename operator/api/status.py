@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from rlrun.runtime.config import Section
+from rlrun.runtime.config import ResumeFrom, Section, TrainerStartup
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 CONDITION_TYPES = (
@@ -18,6 +18,7 @@ CONDITION_TYPES = (
     "TrainerReady",
     "Stalled",
     "ReconcileError",
+    "WeightsInSync",
 )
 
 
@@ -61,6 +62,41 @@ class ProgressStatus(StatusSection):
     step_seconds: float | None = Field(
         None, ge=0, description="Duration of the last step; seeds stall detection after an operator restart."
     )
+    trainer_startup: TrainerStartup | None = None
+    prompts_consumed: int | None = Field(None, ge=0, description="Prompt groups consumed by recorded steps.")
+    prompts_filtered: int | None = Field(None, ge=0, description="Of those, groups filtered out.")
+    prompts_regenerated: int | None = Field(
+        None,
+        ge=0,
+        description="Groups in flight at an orchestrator restart, regenerated from the same seeds.",
+    )
+
+
+class StartupTiming(StatusSection):
+    """Seconds from a trainer attempt's Job creation to the end of each start-up phase (operator/startup.py)."""
+
+    attempt: int = Field(ge=0)
+    scheduled_seconds: float | None = Field(None, ge=0, description="Every pod scheduled.")
+    containers_started_seconds: float | None = Field(
+        None, ge=0, description="Every container running: images pulled."
+    )
+    rendezvous_seconds: float | None = Field(None, ge=0, description="Every rank joined the process group.")
+    model_loaded_seconds: float | None = Field(None, ge=0, description="Policy and checkpoint loaded.")
+    first_step_seconds: float | None = Field(None, ge=0, description="The attempt's first step finished.")
+
+
+class ReplicaStatus(StatusSection):
+    name: str = Field(max_length=253, description="The inference pod.")
+    served_version: int | None = Field(None, ge=0, description="Policy version it serves; null: no answer.")
+    in_sync: bool | None = Field(None, description="Serves weightsVersion: only such replicas get rollouts.")
+    error: str | None = Field(None, max_length=256, description="Why it gave no version.")
+
+
+class InferenceStatus(StatusSection):
+    """Each inference replica's served policy, as the orchestrator last reported it."""
+
+    weights_version: int | None = Field(None, ge=0, description="Newest exported weights (current policy).")
+    replicas: list[ReplicaStatus] = Field(default_factory=list, max_length=256)
 
 
 class RLRunStatus(StatusSection):
@@ -91,11 +127,23 @@ class RLRunStatus(StatusSection):
     )
     components: ComponentsStatus | None = None
     progress: ProgressStatus | None = None
+    inference: InferenceStatus | None = None
     last_step_advance_time: datetime | None = Field(
         None, description="When progress.step last advanced (operator clock); stall detection reads it."
     )
     recent_step_seconds: list[float] = Field(
         default_factory=list, max_length=64, description="Recent step durations; scale the stall threshold."
+    )
+    gpu_hours_used: float | None = Field(
+        None, ge=0, description="GPUs held by the run's pods x time, every attempt included (spec.budget)."
+    )
+    gpus_in_use: int | None = Field(None, ge=0, description="GPUs the run's pods held at the last pass.")
+    gpu_accounted_at: datetime | None = Field(None, description="GPU time is accounted up to this time.")
+    startup: list[StartupTiming] = Field(
+        default_factory=list, max_length=16, description="Start-up timings of the last trainer attempts."
+    )
+    resumed_from: ResumeFrom | None = Field(
+        None, description="A fork's parent run and checkpoint step (spec.resumeFrom, once admitted)."
     )
     message: str | None = None
     reason: str | None = None

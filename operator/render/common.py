@@ -14,12 +14,14 @@ tests/unit/operator/test_pod_contract.py checks every rendered container against
 | RLRUN_CONFIG                | every container       | RuntimeConfig.load: /etc/rlrun/config.json (ConfigMap)    |
 | RLRUN_COMPONENT             | every container       | nobody in the runtime: the role's name, for logs/metrics  |
 | RLRUN_PORT                  | inference, env-workers, orchestrator | listen port (inference 8000, env-workers 8100, orchestrator status 8200); the Service targets it by name `http` |
-| RLRUN_INFERENCE_URLS        | every container       | env-workers, orchestrator, trainer (comma-separated)      |
+| RLRUN_METRICS_PORT          | every container       | every role: Prometheus /metrics on 9400, container port `metrics` (the chart's PodMonitor) |
+| RLRUN_INFERENCE_URLS        | every container       | env-workers, orchestrator, trainer (comma-separated, one URL per inference replica: names.inference_replica_urls) |
 | RLRUN_ENV_WORKER_URLS       | every container       | orchestrator (comma-separated)                            |
 | RLRUN_ATTEMPT               | Jobs (operator stamps) | orchestrator: the attempt its progress reports carry      |
 | RLRUN_PROGRESS_URL, _TOKEN  | orchestrator Job      | orchestrator: POST {operator}/v1/namespaces/<ns>/rlruns/<run>/progress |
 | MASTER_ADDR/PORT, NNODES, NPROC_PER_NODE, NODE_RANK | trainer | torchrun flags via $(VAR) expansion; torch reads the rest |
-| command                     | inference (CPU) `rlrun-inference`, vLLM `/opt/vllm/bin/python -m rlrun.runtime.inference.vllm_server` + vLLM args; env-workers `rlrun-env-worker`; orchestrator `rlrun-orchestrator`; trainer `torchrun ... -m rlrun.runtime.trainer` |
+| RLRUN_POD_NAME              | every container       | rlrun-podlog: the pod's log file `logs/attempt-<n>/<component>-<pod>.log` |
+| command                     | `rlrun-podlog --` (runtime/podlog.py: output also to the volume), then: inference (CPU) `rlrun-inference`, vLLM `/opt/vllm/bin/python -m rlrun.runtime.inference.vllm_server` + vLLM args; env-workers `rlrun-env-worker`; orchestrator `rlrun-orchestrator`; trainer `torchrun ... -m rlrun.runtime.trainer` |
 """
 
 from __future__ import annotations
@@ -101,7 +103,11 @@ def base_env(run: RLRun, component: str) -> list[dict[str, Any]]:
         {"name": pod_contract.COMPONENT_ENV, "value": component},
         {
             "name": pod_contract.INFERENCE_URLS_ENV,
-            "value": service_url(run, names.SUFFIX_INFERENCE, names.INFERENCE_PORT),
+            "value": ",".join(
+                names.inference_replica_urls(
+                    run_name(run), run.spec.inference.replicas, run.metadata.namespace
+                )
+            ),
         },
         {
             "name": pod_contract.ENV_WORKER_URLS_ENV,
@@ -167,13 +173,19 @@ def container(
         "name": component,
         "image": image,
         "imagePullPolicy": run.spec.images.pull_policy,
-        "command": command,
+        # Through the log wrapper: the role's output also lands on the run volume, per attempt and pod.
+        "command": [*pod_contract.LOG_WRAPPER, *command],
     }
     if args:
         c["args"] = args
-    if ports:
-        c["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports]
-    c["env"] = [*base_env(run, component), *extra_env]
+    ports = [*ports, (pod_contract.METRICS_PORT_NAME, pod_contract.METRICS_PORT)]
+    c["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports]
+    metrics_env = {"name": pod_contract.METRICS_PORT_ENV, "value": str(pod_contract.METRICS_PORT)}
+    pod_name_env = {
+        "name": pod_contract.POD_NAME_ENV,
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+    c["env"] = [*base_env(run, component), metrics_env, pod_name_env, *extra_env]
     if run.spec.env_from:
         c["envFrom"] = list(run.spec.env_from)
     c["resources"] = resources(spec_resources, gpus)
@@ -186,7 +198,12 @@ def container(
 
 
 def claim_name(run: RLRun) -> str:
-    return run.spec.storage.existing_claim or names.child_name(run_name(run), names.SUFFIX_ASSETS)
+    """The run volume: `storage.existingClaim`, else a fork's parent's volume (shared: it holds the
+    parent's run directory and checkpoint), else the run's own `<run>-assets`."""
+    fork = run.spec.resume_from
+    return run.spec.storage.existing_claim or names.child_name(
+        fork.run if fork else run_name(run), names.SUFFIX_ASSETS
+    )
 
 
 def pod_template(
@@ -248,7 +265,8 @@ def service(
         "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in ports],
     }
     if headless:
-        # Trainer ranks resolve each other before they are Ready (the rendezvous is what makes them ready).
+        # Trainer ranks resolve each other before they are Ready (the rendezvous is what makes them ready);
+        # inference replicas are reloaded and probed for their served version before they are Ready.
         spec["clusterIP"] = "None"
         spec["publishNotReadyAddresses"] = True
     else:

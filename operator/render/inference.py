@@ -1,5 +1,11 @@
-"""Inference: a Deployment + Service. vLLM (with the rlrun extension), or the rlrun CPU engine, which serves
-the same API (`spec.inference.engine`; unset: vLLM on GPU, the CPU engine when gpusPerReplica is 0)."""
+"""Inference: a StatefulSet + headless Service. vLLM (with the rlrun extension), or the rlrun CPU engine,
+which serves the same API (`spec.inference.engine`; unset: vLLM on GPU, the CPU engine when gpusPerReplica
+is 0).
+
+A StatefulSet, not a Deployment, so that every replica has a stable DNS name
+(`names.inference_replica_host`): the trainer reloads each replica and the orchestrator routes rollouts
+only to replicas serving the current policy. Behind one load-balanced name, a reload reached one replica.
+"""
 
 from __future__ import annotations
 
@@ -43,16 +49,19 @@ def render_inference(run: RLRun) -> list[Manifest]:
         shm=gpu,
     )
     main["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}
-    deployment = {
+    statefulset = {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": "StatefulSet",
         "metadata": metadata(run, names.SUFFIX_INFERENCE, C),
         "spec": {
             "replicas": 0 if run.spec.suspend else inf.replicas,
+            "serviceName": names.child_name(run.metadata.name, names.SUFFIX_INFERENCE),
             "selector": {"matchLabels": selector_labels(run, C)},
-            # GPU servers: never hold old and new pods at once (that would need twice the GPUs).
-            "strategy": {"type": "Recreate"} if gpu else {"type": "RollingUpdate"},
+            # Replicas start (minutes for vLLM) and are replaced independently, not one after another.
+            "podManagementPolicy": "Parallel",
+            # Replaces a pod by deleting it first: old and new never hold GPUs at once.
+            "updateStrategy": {"type": "RollingUpdate"},
             "template": pod_template(run, C, main, inf.scheduling, shm=gpu),
         },
     }
-    return [service(run, names.SUFFIX_INFERENCE, C, PORTS), deployment]
+    return [service(run, names.SUFFIX_INFERENCE, C, PORTS, headless=True), statefulset]

@@ -1,8 +1,10 @@
 """`<run>-net`: only pods of this run reach its pods (rendezvous, ZMQ, HTTP); the operator may also reach
-the orchestrator's status endpoint."""
+the orchestrator's status endpoint, and any pod of the cluster (Prometheus, wherever it runs) the `metrics`
+port, which serves figures only."""
 
 from __future__ import annotations
 
+from rlrun import pod_contract
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.render.common import Manifest, metadata, run_name
@@ -31,6 +33,10 @@ def render_network(run: RLRun) -> list[Manifest]:
                             }
                         ],
                         "ports": [{"protocol": "TCP", "port": names.ORCHESTRATOR_PORT}],
+                    },
+                    {
+                        "from": [{"namespaceSelector": {}}],
+                        "ports": [{"protocol": "TCP", "port": pod_contract.METRICS_PORT}],
                     },
                 ],
             },

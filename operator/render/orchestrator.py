@@ -37,6 +37,18 @@ def upload_env(run: RLRun) -> list[dict[str, Any]]:
     return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}} for k in S3_KEYS]
 
 
+def tracking_env(run: RLRun) -> list[dict[str, Any]]:
+    """Tracking credentials from spec.tracking.credentialsSecret, each key optional (a W&B-only Secret has
+    no MLflow keys); the orchestrator is the only pod that logs to the trackers."""
+    secret = run.spec.tracking.credentials_secret
+    if not secret:
+        return []
+    return [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k, "optional": True}}}
+        for k in pod_contract.TRACKING_SECRET_ENV
+    ]
+
+
 def progress_env(run: RLRun, progress_url: str | None) -> list[dict[str, Any]]:
     """Where and with what token the orchestrator pushes progress (no URL: it only writes progress.json)."""
     secret = names.child_name(run_name(run), names.SUFFIX_PROGRESS)
@@ -77,6 +89,7 @@ def render_orchestrator(
         extra_env=[
             {"name": pod_contract.PORT_ENV, "value": str(names.ORCHESTRATOR_PORT)},
             *upload_env(run),
+            *tracking_env(run),
             attempt_env(attempt),
             *progress_env(run, progress_url),
         ],

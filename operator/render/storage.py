@@ -9,7 +9,7 @@ from rlrun.operator.render.common import Manifest, metadata
 
 def render_storage(run: RLRun) -> list[Manifest]:
     storage = run.spec.storage
-    if storage.existing_claim:
+    if storage.existing_claim or run.spec.resume_from:  # a fork shares its parent's volume
         return []
     spec = {
         "accessModes": ["ReadWriteMany"],

@@ -22,6 +22,7 @@ from rlrun.operator.render.common import (
     run_name,
     service,
 )
+from rlrun.runtime.config import torchrun_shutdown_seconds
 
 C = names.COMPONENT_TRAINER
 
@@ -60,6 +61,10 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
             },
         },
         attempt_env(attempt),
+        {
+            "name": pod_contract.TORCHRUN_SHUTDOWN_ENV,
+            "value": str(torchrun_shutdown_seconds(tr.termination_grace_period_seconds)),
+        },
     ]
     main = container(
         run,
@@ -94,7 +99,11 @@ def render_trainer(run: RLRun, *, attempt: int = 0) -> list[Manifest]:
                 restart_policy="Never",
                 labels=attempt_label,
                 shm=True,
-                extra_spec={"subdomain": svc_name},
+                # SIGTERM (suspend, eviction, drain) -> the ranks checkpoint within this window.
+                extra_spec={
+                    "subdomain": svc_name,
+                    "terminationGracePeriodSeconds": tr.termination_grace_period_seconds,
+                },
             ),
         },
     }

@@ -60,8 +60,11 @@ class RunClient(ABC):
         """Stop the run for good and forget it; returns once it is gone (see each backend for what stays)."""
 
     @abstractmethod
-    def logs(self, name: str, component: str, *, follow: bool = False) -> Iterator[str]:
-        """Log lines of one component (orchestrator, trainer, inference, env-workers)."""
+    def logs(
+        self, name: str, component: str, *, follow: bool = False, attempt: int | None = None
+    ) -> Iterator[str]:
+        """Log lines of one component (orchestrator, trainer, inference, env-workers); `attempt`: of that
+        restart attempt (default: the current one)."""
 
     @abstractmethod
     def result(self, name: str) -> RunResult:

@@ -16,7 +16,9 @@ everything, suspend instead (`spec.suspend: true`); `result()` before `cancel` s
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
+from rlrun import pod_contract
 from rlrun.client.base import COMPONENTS, RunClient, Selector, selector_string
 from rlrun.client.errors import InvalidArgument, NoPods, RequestConflict, RunNotFound, Unavailable
 from rlrun.client.events import RunEvent, changes, is_terminal
@@ -34,6 +37,7 @@ from rlrun.client.results import RunResult, cluster_result
 from rlrun.operator import names
 from rlrun.operator.api import RLRun
 from rlrun.operator.kube import collection_path, load_api_client
+from rlrun.operator.render.log_reader import render_log_reader
 
 REQUEST_TIMEOUT = 30.0
 WATCH_SERVER_TIMEOUT = 60
@@ -45,6 +49,14 @@ RECONNECT_TIMEOUT = 120.0
 SUBMIT_ATTEMPTS = 3
 """A create whose answer was lost is retried: idempotency makes that safe."""
 CANCEL_POLL = 0.2
+LOG_READER_TIMEOUT = 300.0
+"""Seconds a log-reader pod may take (scheduling, pulling the runtime image, reading): its deadline too."""
+POD_POLL = 0.5
+ATTEMPT_LABELS = {
+    names.COMPONENT_TRAINER: names.LABEL_TRAINER_ATTEMPT,
+    names.COMPONENT_ORCHESTRATOR: names.LABEL_ORCHESTRATOR_ATTEMPT,
+}
+"""The components restarted as numbered attempts, and the pod label that carries the number."""
 
 
 class _Gone(Exception):
@@ -63,6 +75,7 @@ class Client(RunClient):
         request_timeout: float = REQUEST_TIMEOUT,
         watch_timeout: int = WATCH_SERVER_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
+        log_reader_timeout: float = LOG_READER_TIMEOUT,
     ) -> None:
         try:
             api = api_client or load_api_client(kubeconfig)
@@ -74,6 +87,7 @@ class Client(RunClient):
         self.namespace = namespace or default_namespace(kubeconfig)
         self.kube = KubeApi(api, self.namespace, request_timeout)
         self.watch_timeout, self.reconnect_timeout = watch_timeout, reconnect_timeout
+        self.log_reader_timeout = log_reader_timeout
 
     def close(self) -> None:
         self.kube.api.close()
@@ -232,15 +246,32 @@ class Client(RunClient):
     # ------------------------------------------------------------------------------------------ logs
 
     def logs(
-        self, name: str, component: str, *, follow: bool = False, idle_timeout: float = 600.0
+        self,
+        name: str,
+        component: str,
+        *,
+        follow: bool = False,
+        attempt: int | None = None,
+        idle_timeout: float = 600.0,
     ) -> Iterator[str]:
         """Lines of the component's current pod (the orchestrator pod, trainer pod of rank 0 of the newest
         attempt, the newest inference / env-worker pod). `follow` streams until the container stops or
-        `idle_timeout` seconds pass without a line."""
+        `idle_timeout` seconds pass without a line. `attempt` (trainer, orchestrator): that attempt's pod
+        while it exists; once an attempt's (or the ended run's) pods are gone, every pod's log of it from
+        the run volume (`volume_logs`)."""
         if component not in COMPONENTS:
             raise InvalidArgument(f"unknown component {component!r}: choose one of {', '.join(COMPONENTS)}")
+        if attempt is not None and component not in ATTEMPT_LABELS:
+            raise InvalidArgument(f"--attempt applies to {' and '.join(ATTEMPT_LABELS)}, not {component}")
         run = self.get(name)
-        pod = self._pod_of(run, component)
+        try:
+            pod = self._pod_of(run, component, attempt)
+        except NoPods:
+            if attempt is None and not is_terminal(run.status.phase if run.status else None):
+                raise  # a live run between pods: nothing ended whose logs the volume would hold
+            # the attempt's (or the ended run's) pods are gone; their logs are on the run volume
+            yield from self.volume_logs(run, component, attempt)
+            return
         container = pod["spec"]["containers"][0]["name"]
         path = f"{collection_path('v1', 'Pod', self.namespace)}/{pod['metadata']['name']}/log"
         query = [("container", container)]
@@ -260,14 +291,83 @@ class Client(RunClient):
         except CONNECTION_ERRORS:
             return  # idle for idle_timeout, or the container's stream ended
 
-    def _pod_of(self, run: RLRun, component: str) -> dict[str, Any]:
+    def volume_logs(self, run: RLRun, component: str, attempt: int | None = None) -> Iterator[str]:
+        """`component`'s logs of `attempt` (None: its newest attempt) from the run volume, every pod's file
+        one after another: a log-reader pod (operator/render/log_reader.py) prints them, this reads its log
+        and deletes it. Needs create/get/delete on pods and get on pods/log in the namespace."""
+        pod_name = f"{run.metadata.name}-logs-{secrets.token_hex(3)}"
+        manifest = render_log_reader(
+            run, component, attempt, pod_name=pod_name, deadline_seconds=int(self.log_reader_timeout)
+        )
+        pods = collection_path("v1", "Pod", self.namespace)
+        self.kube.call(
+            "POST", pods, body=manifest, name=run.metadata.name, verb="create a log-reader pod for"
+        )
+        try:
+            phase, why = self._await_pod(f"{pods}/{pod_name}", self.log_reader_timeout)
+            try:
+                text = self.kube.raw("GET", f"{pods}/{pod_name}/log").data.decode(errors="replace")
+            except ApiException as e:  # about the reader pod, not the run: no RunNotFound for its 404
+                raise Unavailable(
+                    f"cannot read the log of the log-reader pod {pod_name} ({phase}: {why}): {e.status} "
+                    f"{e.reason}; a pod's log needs `get` on pods/log in namespace {self.namespace}"
+                ) from e
+            except CONNECTION_ERRORS as e:
+                raise self.kube.unreachable(e) from e
+        finally:
+            with contextlib.suppress(ApiException, *CONNECTION_ERRORS):
+                self.kube.raw("DELETE", f"{pods}/{pod_name}", query=[("gracePeriodSeconds", "0")])
+        lines = text.splitlines()
+        if phase == "Succeeded" and lines[:1] and lines[0].startswith(pod_contract.LOG_ATTEMPT_MARK):
+            yield from lines[1:]
+            return
+        missing = next((ln for ln in lines if ln.startswith(pod_contract.NO_LOGS_MARK)), None)
+        if missing:
+            raise NoPods(
+                f"rlrun {run.metadata.name!r}: {missing.removeprefix(pod_contract.NO_LOGS_MARK).strip()}"
+            )
+        raise Unavailable(
+            f"the log-reader pod {pod_name} of rlrun {run.metadata.name!r} ended {phase} ({why}): "
+            + ("\n".join(lines[-5:]) or "no output")
+        )
+
+    def _await_pod(self, path: str, timeout: float) -> tuple[str, str]:
+        """(phase, why) of the pod at `path` once it ended; Unavailable when it has not after `timeout`."""
+        deadline = time.monotonic() + timeout
+        why = "not scheduled"
+        while time.monotonic() < deadline:
+            pod = self.kube.call("GET", path, verb="get")
+            status = pod.get("status") or {}
+            phase = status.get("phase") or "Pending"
+            waiting = [
+                (cs.get("state") or {}).get("waiting") or {} for cs in status.get("containerStatuses") or []
+            ]
+            why = next(
+                (f"{w.get('reason')}: {w.get('message', '')}" for w in waiting if w),
+                status.get("reason") or phase,
+            )
+            if phase in ("Succeeded", "Failed"):
+                return phase, why
+            time.sleep(POD_POLL)
+        raise Unavailable(
+            f"the log-reader pod {path.rsplit('/', 1)[1]} did not finish within {timeout:g}s ({why})"
+        )
+
+    def _pod_of(self, run: RLRun, component: str, attempt: int | None = None) -> dict[str, Any]:
         selector = (
             f"{names.LABEL_NAME}={names.APP_NAME},{names.LABEL_INSTANCE}={run.metadata.name},"
             f"{names.LABEL_COMPONENT}={component}"
         )
+        if attempt is not None:
+            selector += f",{ATTEMPT_LABELS[component]}={attempt}"
         pods = self.kube.call(
             "GET", collection_path("v1", "Pod", self.namespace), query=[("labelSelector", selector)], verb="list"
         )["items"]  # fmt: skip
+        if not pods and attempt is not None:
+            raise NoPods(
+                f"rlrun {run.metadata.name!r} has no {component} pod of attempt {attempt}: an ended attempt's "
+                "pods are deleted with their logs (rlrun local keeps every attempt's logs on disk)"
+            )
         if not pods:
             phase = run.status.phase if run.status else None
             raise NoPods(

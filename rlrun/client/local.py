@@ -3,7 +3,8 @@
 A platform's code can be tested on a laptop: `submit` writes the run's record under
 `<root>/.rlrun-client/<name>/` and starts `rlrun local` (kept by `rlrun.client.supervise`, detached, so the
 run outlives the submitting process and any later LocalClient on the same root sees it); status comes from
-the launcher's exit code and the run's `progress.json`, logs from `<root>/run_<name>/logs/`.
+the launcher's exit code and the run's `progress.json`, logs from `<root>/run_<name>/logs/attempt-<n>/`
+(every attempt's, also after its processes are gone).
 
 Idempotency: the record directory is published with one atomic rename, so of concurrent submits of one
 request exactly one starts the run; the others read the record and compare request id and spec hash.
@@ -46,7 +47,7 @@ from rlrun.client.results import RunResult, local_result
 from rlrun.client.supervise import CANCELLED_FILE, EXIT_FILE
 from rlrun.operator import names
 from rlrun.operator.api import ProgressStatus, RLRun, RLRunStatus, to_runtime_config
-from rlrun.runtime.config import PROGRESS_FILE
+from rlrun.runtime.config import PROGRESS_FILE, RESTARTS_FILE, attempt_log_dir, log_attempts
 
 RECORDS = ".rlrun-client"
 REQUEST_FILE, RUN_FILE, PID_FILE, LAUNCHER_LOG = "request.json", "run.yaml", "pid", "launcher.log"
@@ -147,6 +148,11 @@ class LocalClient(RunClient):
         return run
 
     def _status(self, record: Path, run_dir: Path, request: dict[str, str]) -> RLRunStatus:
+        status = self._phase(record, run_dir, request)
+        status.restarts = _read_restarts(run_dir)
+        return status
+
+    def _phase(self, record: Path, run_dir: Path, request: dict[str, str]) -> RLRunStatus:
         progress = _read_progress(run_dir)
         exit_file = record / EXIT_FILE
         if exit_file.is_file():
@@ -169,7 +175,7 @@ class LocalClient(RunClient):
             return RLRunStatus(phase="Failed", reason="LauncherNeverStarted", progress=progress, restarts=0)
         if not _alive(pid, record):
             if exit_file.is_file():  # finished between the two checks
-                return self._status(record, run_dir, request)
+                return self._phase(record, run_dir, request)
             return RLRunStatus(phase="Failed", reason="LauncherLost",
                                message="the rlrun local launcher died without an exit code", restarts=0)  # fmt: skip
         phase = "Running" if progress is not None and progress.step else "Pending"
@@ -246,14 +252,23 @@ class LocalClient(RunClient):
 
     # ------------------------------------------------------------------------------------------ logs
 
-    def logs(self, name: str, component: str, *, follow: bool = False) -> Iterator[str]:
-        """Lines of `<run_dir>/logs/<role>.log`; env-workers: every replica's log, one after another.
-        `follow` keeps reading until the run is terminal."""
+    def logs(
+        self, name: str, component: str, *, follow: bool = False, attempt: int | None = None
+    ) -> Iterator[str]:
+        """Lines of `<run_dir>/logs/attempt-<n>/<role>.log`, n = `attempt`, else the newest attempt with a log
+        of the component; env-workers: every replica's log, one after another. Rotated parts (`.log.1`...)
+        are not read. `follow` keeps reading until the run is terminal."""
         if component not in COMPONENTS:
             raise InvalidArgument(f"unknown component {component!r}: choose one of {', '.join(COMPONENTS)}")
         run = self.get(name)
-        logs_dir = self._run_dir(run) / "logs"
-        paths = sorted(logs_dir.glob(COMPONENT_LOGS[component]))
+        run_dir = self._run_dir(run)
+        pattern = COMPONENT_LOGS[component]
+        attempts = [n for n in log_attempts(run_dir) if any(attempt_log_dir(run_dir, n).glob(pattern))]
+        if attempt is not None and attempt not in attempts:
+            raise NoPods(f"local run {name!r} has no {component} log of attempt {attempt}; attempts with one: "
+                         f"{attempts or 'none'}")  # fmt: skip
+        logs_dir = attempt_log_dir(run_dir, attempt if attempt is not None else max(attempts, default=0))
+        paths = sorted(logs_dir.glob(pattern))
         if not paths and not follow:
             raise NoPods(f"local run {name!r} (phase {run.status.phase if run.status else None}) has no "
                          f"{component} log yet under {logs_dir}")  # fmt: skip
@@ -284,6 +299,14 @@ def _read_progress(run_dir: Path) -> ProgressStatus | None:
         return ProgressStatus.model_validate_json((run_dir / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _read_restarts(run_dir: Path) -> int:
+    """Restarts `rlrun local` made in this run (trainer group and orchestrator together)."""
+    try:
+        return sum(int(n) for n in json.loads((run_dir / RESTARTS_FILE).read_text()).values())
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _read_pid(record: Path) -> int | None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rlrun.cli import command
+from rlrun.operator.restarts import StallPolicy
 
 
 def _local_args(p: argparse.ArgumentParser) -> None:
@@ -21,6 +22,13 @@ def _local_args(p: argparse.ArgumentParser) -> None:
         help="inference engine here (default: spec.inference.engine, else vllm with GPUs, else rlrun); "
         "vllm runs vLLM's CPU build from tools/vllm/build.sh (or $RLRUN_VLLM_PYTHON)",
     )
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=StallPolicy().floor_seconds,
+        help="no step advance for this long (or 5 x the median step time, if longer) is a stall: the trainer "
+        "group's stacks are dumped and it is restarted per spec.failurePolicy (default: the operator's)",
+    )
 
 
 @command("local", "run an RLRun end to end on this machine (all roles as processes)", _local_args)
@@ -31,7 +39,7 @@ def local(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rlrun.operator.api import RLRun, to_runtime_config
-    from rlrun.runtime.local import Interrupted, RoleFailed, preflight, run_local
+    from rlrun.runtime.local import Interrupted, RestartPolicy, RoleFailed, preflight, run_local
 
     console = Console(stderr=True)
 
@@ -84,6 +92,21 @@ def local(args: argparse.Namespace) -> int:
                 on_progress=on_progress,
                 engine=args.engine or run.spec.inference.engine_name,
                 inference_replicas=run.spec.inference.replicas,
+                on_started=lambda urls: console.print(
+                    "metrics: " + "  ".join(f"{role} {url}" for role, url in urls.items()),
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                ),
+                policy=RestartPolicy(
+                    max_restarts=run.spec.failure_policy.max_restarts,
+                    backoff=run.spec.failure_policy.backoff,
+                    stall_factor=StallPolicy().factor,
+                    stall_floor_seconds=args.stall_seconds,
+                ),
+                on_event=lambda message: console.print(
+                    message, markup=False, highlight=False, soft_wrap=True
+                ),
             )
     except RoleFailed as failure:
         error(f"{failure}: {failure.error_line or '(no error line in its log)'}")

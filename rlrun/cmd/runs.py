@@ -51,14 +51,15 @@ def _timeout(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, **cluster: Any) -> Any:
+    """The local client (--local), else the cluster client (with the `cluster` options)."""
     if args.local is not None:
         from rlrun.client.local import LocalClient
 
         return LocalClient(args.local)
     from rlrun.client.cluster import Client
 
-    return Client(args.namespace, kubeconfig=args.kubeconfig)
+    return Client(args.namespace, kubeconfig=args.kubeconfig, **cluster)
 
 
 def _handled(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -270,13 +271,19 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--component", default="orchestrator",
                    help="orchestrator (default), trainer (rank 0's pod), inference or env-workers")  # fmt: skip
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    p.add_argument("--attempt", type=int, help="that restart attempt's log (default: the current attempt)")
+    p.add_argument("--reader-timeout", type=float,
+                   help="cluster: seconds the pod reading an ended attempt's logs from the run volume may "
+                        "take (default: rlrun.client.cluster.LOG_READER_TIMEOUT)")  # fmt: skip
     _common(p, output=False)
 
 
 @command("logs", "print a component's log", _logs_args)
 @_handled
 def logs(args: argparse.Namespace) -> int:
-    for line in _client(args).logs(args.name, args.component, follow=args.follow):
+    timeout = {} if args.reader_timeout is None else {"log_reader_timeout": args.reader_timeout}
+    client = _client(args, **timeout)
+    for line in client.logs(args.name, args.component, follow=args.follow, attempt=args.attempt):
         print(line, flush=args.follow)
     return 0
 

@@ -3,9 +3,12 @@
     rlrun-env-worker [--config rlrun-config.json] [--host 0.0.0.0] [--port 8100]
                      [--inference-url URL ...] [--ready-file PATH]
 
-    POST /v1/rollouts {"example_index": i, "group_size": G, "sampling": {"temperature", "max_tokens", "seed"}}
+    POST /v1/rollouts {"example_index": i, "group_size": G, "sampling": {"temperature", "max_tokens", "seed"},
+                       "min_policy_version": v, "inference_urls": [the in-sync replicas, a subset of ours]}
       -> {"rollouts": [{example_id, env, prompt, completion, prompt_ids, completion_ids,
                         completion_logprobs, reward, policy_version, finish_reason, mm}]}
+      a multi-turn environment's rollouts carry `segments` (each: prompt_ids, completion_ids,
+      completion_logprobs, completion_mask, mm) and `turns` instead of the token fields
     GET  /health
 
 Inference URLs come from --inference-url (repeatable) or $RLRUN_INFERENCE_URLS (comma separated);
@@ -19,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlrun import pod_contract
+from rlrun.runtime import metrics
 from rlrun.runtime.envs.worker import RolloutError, RolloutWorker, Sampling
 from rlrun.runtime.serving import serve
 
@@ -54,6 +59,8 @@ class RolloutsBody(BaseModel):
     sampling: SamplingBody = Field(default_factory=SamplingBody)
     # Completions from an older policy are refused (the orchestrator sends step - maxAsyncSteps).
     min_policy_version: int = Field(0, ge=0)
+    # The inference replicas in sync with the current policy (the orchestrator's choice); unset: all.
+    inference_urls: list[str] | None = Field(None, min_length=1, max_length=256)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -66,13 +73,19 @@ async def rollouts(request: web.Request) -> web.Response:
     except (ValidationError, json.JSONDecodeError) as err:
         return _error(400, f"invalid rollouts request: {err}")
     sampling = Sampling(**body.sampling.model_dump())
+    worker: RolloutWorker = request.app[WORKER]
+    if unknown := worker.unknown_urls(body.inference_urls or ()):
+        # Only the replicas this env-worker was configured with: a request never points it elsewhere.
+        return _error(400, f"inference_urls {unknown} are not among this env-worker's replicas {worker.urls}")
     try:
-        out = await request.app[WORKER].rollouts(
-            body.example_index, body.group_size, sampling, body.min_policy_version
-        )
+        with metrics.ROLLOUTS_IN_FLIGHT.track_inprogress(), metrics.ENV_ERRORS.count_exceptions():
+            out = await worker.rollouts(
+                body.example_index, body.group_size, sampling, body.min_policy_version, body.inference_urls
+            )
     except RolloutError as err:
         log.error("example %d failed: %s", body.example_index, err)
         return _error(502, f"example {body.example_index}: {err}")
+    metrics.ENV_ROLLOUTS.inc(len(out))
     return web.json_response({"rollouts": out})
 
 
@@ -88,7 +101,7 @@ def create_app(make_worker: Callable[[httpx.AsyncClient], RolloutWorker]) -> web
         async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0)) as client:
             app[WORKER] = make_worker(client)
             yield
-            app[WORKER].close()
+            await app[WORKER].aclose()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/rollouts", rollouts)
@@ -99,7 +112,7 @@ def create_app(make_worker: Callable[[httpx.AsyncClient], RolloutWorker]) -> web
 def worker_factory(config: Any, inference_urls: list[str]) -> Callable[[httpx.AsyncClient], RolloutWorker]:
     """Everything the worker needs from the runtime config: environment, model's processor, asset tree."""
     from rlrun.runtime.assets import RunTree
-    from rlrun.runtime.envs.builtin import make_environment
+    from rlrun.runtime.envs.registry import make_environment
     from rlrun.runtime.envs.worker import image_token_id
     from rlrun.runtime.mm import load_image_processor
     from rlrun.runtime.models.tiny import resolve_model
@@ -150,14 +163,30 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlrun.runtime.config import RuntimeConfig
+    from rlrun.runtime import stackdump
+    from rlrun.runtime.config import ENVIRONMENT_INVALID, RuntimeConfig
+    from rlrun.runtime.envs.packages import InstallFailed, reexec_in_venv
+    from rlrun.runtime.envs.registry import EnvironmentArgsInvalid, EnvironmentNotFound
+    from rlrun.runtime.termination import fail_start
     from rlrun.runtime.volume import ensure_writable
 
     args = settings_from(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = RuntimeConfig.load(args.config)
     ensure_writable(config.run_dir)
-    app = create_app(worker_factory(config, args.inference_urls))
+    try:  # packages named in the config: install (cached on the volume) and run in their virtualenv
+        reexec_in_venv(config.run_dir, config.env_workers.packages, sys.argv[1:] if argv is None else argv)
+    except InstallFailed as err:  # an index may come back: exit and let the pod restart
+        log.error("%s", err)
+        return 1
+    try:
+        factory = worker_factory(config, args.inference_urls)
+    except (EnvironmentNotFound, EnvironmentArgsInvalid) as err:  # no restart can install a package
+        fail_start(f"{ENVIRONMENT_INVALID}: {err}")
+    stackdump.install_role(config.run_dir, "env-worker")  # `kill -USR1` dumps its stacks (hang diagnosis)
+    app = create_app(factory)
+    if where := metrics.serve_from_env(os.environ):
+        log.info("metrics on http://%s:%d/metrics", *where)
     asyncio.run(serve(app, args.host, args.port, args.ready_file, "env-worker"))
     return 0
 

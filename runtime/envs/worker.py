@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import httpx
 
 from rlrun.runtime.assets import offload_images
 from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
-from rlrun.runtime.envs.base import Environment, Example
+from rlrun.runtime.envs.agent_proxy import AgentProxy, Episode
+from rlrun.runtime.envs.base import AgentEnvironment, Environment, Example, MultiTurnEnvironment
+from rlrun.runtime.envs.trajectory import Turn, stitch
 from rlrun.runtime.mm import describe_images, image_placeholders, image_uris
 from rlrun.runtime.models.chat import RENDERER_ONLY_TOKENS
 
@@ -74,9 +77,10 @@ class RolloutWorker:
         self.model_name = model_name
         self.source_roots = tuple(source_roots)  # where an environment's file:// images may come from
         self.max_image_pixels = max_image_pixels
-        self._replicas = len(inference_urls)
-        self._urls = itertools.cycle(list(inference_urls))
+        self.urls = [u.rstrip("/") for u in inference_urls]
+        self._turn = itertools.count()
         self.executor = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="env")
+        self.proxy = AgentProxy(self._agent_sample) if isinstance(env, AgentEnvironment) else None
 
     def prepare(self, example_index: int) -> Prepared:
         """Make the example and offload its images (CPU and disk work: runs on the worker threads)."""
@@ -93,34 +97,46 @@ class RolloutWorker:
         return Prepared(example, result.value, image_uris(result.value))
 
     def describe(self, prepared: Prepared, prompt_ids: list[int]) -> dict[str, Any] | None:
-        if not prepared.uris:
+        return self._describe(prepared.example.example_id, prepared.uris, prompt_ids)
+
+    def _describe(self, example_id: str, uris: list[str], ids: list[int]) -> dict[str, Any] | None:
+        """Descriptor + refs of the images whose tokens `ids` hold (in conversation order)."""
+        if not uris:
             return None
-        placeholders = image_placeholders(prompt_ids, self.image_token_id)
+        placeholders = image_placeholders(ids, self.image_token_id)
         try:
             descriptor = describe_images(
-                self.image_processor,
-                prepared.uris,
-                placeholders=placeholders,
-                max_pixels=self.max_image_pixels,
+                self.image_processor, uris, placeholders=placeholders, max_pixels=self.max_image_pixels
             )
         except ValueError as err:
-            raise RolloutError(
-                f"{prepared.example.example_id}: inference rendered images inconsistently: {err}"
-            ) from None
-        return {"descriptor": descriptor, "uris": prepared.uris}
+            raise RolloutError(f"{example_id}: inference rendered images inconsistently: {err}") from None
+        return {"descriptor": descriptor, "uris": uris}
 
-    async def rollouts(
-        self, example_index: int, group_size: int, sampling: Sampling, min_policy_version: int = 0
-    ) -> list[dict[str, Any]]:
-        """A scored group from a replica serving policy `min_policy_version` or newer: a completion from
-        an older policy (a restarted replica before its first reload) is dropped and the group asked of
-        the next replica; when none is current, RolloutError names each replica's version."""
-        loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self.executor, self.prepare, example_index)
+    def unknown_urls(self, urls: Sequence[str]) -> list[str]:
+        return [u for u in urls if u.rstrip("/") not in self.urls]
+
+    def _order(self, urls: Sequence[str] | None) -> list[str]:
+        """`urls` (default: every replica) starting at the next replica in round-robin order."""
+        chosen = [u.rstrip("/") for u in urls] if urls else self.urls
+        first = next(self._turn) % len(chosen)
+        return chosen[first:] + chosen[:first]
+
+    async def _sample(
+        self,
+        messages: list[dict[str, Any]],
+        n: int,
+        sampling: Sampling,
+        min_policy_version: int,
+        inference_urls: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """`n` completions of `messages` from a replica of `inference_urls` (the orchestrator's in-sync
+        replicas; default all) serving policy `min_policy_version` or newer: a completion from an older
+        policy (a replica that lost a reload since the orchestrator looked) is dropped and the request asked
+        of the next replica; when none is current, RolloutError names each replica's version."""
         body = {
             "model": self.model_name,
-            "messages": prepared.messages,
-            "n": group_size,
+            "messages": messages,
+            "n": n,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
@@ -130,8 +146,7 @@ class RolloutWorker:
             "bad_words": list(RENDERER_ONLY_TOKENS),  # vLLM's; the CPU engine bans these by itself
         }
         stale: dict[str, int] = {}
-        for _ in range(self._replicas):
-            url = next(self._urls)
+        for url in self._order(inference_urls):
             out = await self._complete(url, body)
             if int(out["rlrun_policy_version"]) >= min_policy_version:
                 break
@@ -141,10 +156,35 @@ class RolloutWorker:
                 f"no inference replica serves policy version >= {min_policy_version} "
                 f"(maxAsyncSteps allows no older): {stale}"
             )
-        if len(out["choices"]) != group_size:
-            raise RolloutError(
-                f"inference {url} returned {len(out['choices'])} choices, asked for {group_size}"
+        if len(out["choices"]) != n:
+            raise RolloutError(f"inference {url} returned {len(out['choices'])} choices, asked for {n}")
+        return out
+
+    async def rollouts(
+        self,
+        example_index: int,
+        group_size: int,
+        sampling: Sampling,
+        min_policy_version: int = 0,
+        inference_urls: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """A scored group of rollouts of example `example_index`, all from policy `min_policy_version` or
+        newer, from the replicas `inference_urls` (default all)."""
+        if self.proxy is not None:
+            plays = (
+                self._play(example_index, i, sampling, min_policy_version, inference_urls)
+                for i in range(group_size)
             )
+            return list(await asyncio.gather(*plays))
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self.executor, self.prepare, example_index)
+        out = await self._sample(prepared.messages, group_size, sampling, min_policy_version, inference_urls)
+        if isinstance(self.env, MultiTurnEnvironment):
+            episodes = (
+                self._episode(prepared, out, i, sampling, min_policy_version, inference_urls)
+                for i in range(group_size)
+            )
+            return list(await asyncio.gather(*episodes))
         prompt_ids = out["prompt_token_ids"]
         mm = await loop.run_in_executor(self.executor, self.describe, prepared, prompt_ids)
         example = prepared.example
@@ -159,7 +199,7 @@ class RolloutWorker:
                     "completion": text,
                     "prompt_ids": prompt_ids,
                     "completion_ids": choice["token_ids"],
-                    "completion_logprobs": [c["logprob"] for c in choice["logprobs"]["content"]],
+                    "completion_logprobs": _logprobs(choice),
                     "reward": float(self.env.reward(example, text)),
                     "policy_version": int(out["rlrun_policy_version"]),
                     "finish_reason": choice["finish_reason"],
@@ -167,6 +207,118 @@ class RolloutWorker:
                 }
             )
         return rollouts
+
+    def _respond(self, example: Example, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The environment's reply with its images offloaded (worker thread: CPU and disk)."""
+        reply = self.env.respond(example, messages)  # type: ignore[attr-defined]
+        if reply is None:
+            return None
+        result = offload_images(
+            reply, self.images_dir, source_roots=self.source_roots, max_pixels=self.max_image_pixels
+        )
+        if result.errors:
+            detail = "; ".join(f"{e.where} ({e.url}): {e.reason}" for e in result.errors)
+            raise RolloutError(f"{example.example_id}: environment reply image(s) refused: {detail}")
+        return list(result.value)
+
+    async def _episode(
+        self,
+        prepared: Prepared,
+        first: dict[str, Any],
+        index: int,
+        sampling: Sampling,
+        min_version: int,
+        inference_urls: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """One multi-turn rollout, from choice `index` of the group's first completion (see trajectory.py)."""
+        loop = asyncio.get_running_loop()
+        example, env = prepared.example, self.env
+        messages, out, choice = list(prepared.messages), first, first["choices"][index]
+        turns: list[Turn] = []
+        turn_uris: list[list[str]] = []  # images of what each turn's request showed the policy
+        versions: list[int] = []
+        while True:
+            turns.append(Turn(out["prompt_token_ids"], choice["token_ids"], _logprobs(choice)))
+            turn_uris.append(image_uris(messages))
+            versions.append(int(out["rlrun_policy_version"]))
+            messages = [*messages, {"role": "assistant", "content": choice["message"]["content"] or ""}]
+            if len(turns) >= env.max_turns:  # type: ignore[attr-defined]
+                break
+            reply = await loop.run_in_executor(self.executor, self._respond, example, messages)
+            if not reply:
+                break
+            messages = [*messages, *reply]
+            seed = None if sampling.seed is None else (sampling.seed + 7919 * len(turns) + index) % (1 << 31)
+            out = await self._sample(messages, 1, replace(sampling, seed=seed), min_version, inference_urls)
+            choice = out["choices"][0]
+        samples, turns_done = [], 0
+        for segment in stitch(turns):
+            turns_done += segment.turns  # the segment's images: all the request of its last turn showed
+            uris = turn_uris[turns_done - 1]
+            mm = await loop.run_in_executor(
+                self.executor, self._describe, example.example_id, uris, segment.ids
+            )
+            fields = {k: v for k, v in asdict(segment).items() if k != "turns"}
+            samples.append({**fields, "mm": mm})
+        reward = await loop.run_in_executor(self.executor, env.score, example, messages)  # type: ignore[attr-defined]
+        return {
+            "example_id": example.example_id,
+            "env": env.id,
+            "prompt": messages[:-1],
+            "completion": messages[-1]["content"],
+            "segments": samples,
+            "turns": len(turns),
+            "reward": float(reward),
+            "policy_version": min(versions),
+            "finish_reason": choice["finish_reason"],
+            "mm": None,
+        }
+
+    async def _agent_sample(self, messages: list[dict[str, Any]], episode: Episode) -> dict[str, Any]:
+        """A turn of an agent environment's episode, asked through the proxy (one completion)."""
+        sampling, min_version, urls = episode.context
+        turn = len(episode.turns)
+        seed = None if sampling.seed is None else (sampling.seed + 7919 * turn + episode.index) % (1 << 31)
+        return await self._sample(messages, 1, replace(sampling, seed=seed), min_version, urls)
+
+    async def _play(
+        self,
+        example_index: int,
+        index: int,
+        sampling: Sampling,
+        min_version: int,
+        inference_urls: Sequence[str] | None,
+    ) -> dict[str, Any]:
+        """One episode of an agent environment: it plays through the proxy, which records the tokens."""
+        assert self.proxy is not None and isinstance(self.env, AgentEnvironment)
+        base_url = await self.proxy.start()
+        key = f"rlrun-episode-{uuid.uuid4().hex}"
+        episode = self.proxy.episodes[key] = Episode(index, context=(sampling, min_version, inference_urls))
+        try:
+            played = await self.env.play(example_index, base_url, key)
+        except Exception as err:
+            raise RolloutError(f"{self.env.id}: episode of example {example_index} failed: {err}") from err
+        finally:
+            del self.proxy.episodes[key]
+        if not episode.turns:
+            raise RolloutError(f"{self.env.id}: episode of example {example_index} never called the policy")
+        segments = [
+            {**{k: v for k, v in asdict(segment).items() if k != "turns"}, "mm": None}
+            for segment in stitch(episode.turns)
+        ]
+        last = next((m for m in reversed(played.messages) if m.get("role") == "assistant"), {})
+        return {
+            "example_id": played.example_id,
+            "env": self.env.id,
+            "prompt": played.messages[:-1],
+            "completion": last.get("content") or "",
+            "segments": segments,
+            "turns": len(episode.turns),
+            "reward": float(played.reward),
+            "policy_version": min(episode.versions),
+            "finish_reason": episode.finish_reason,
+            "mm": None,
+        }
 
     async def _complete(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -177,8 +329,19 @@ class RolloutWorker:
             raise RolloutError(f"inference {url} answered HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
 
+    async def aclose(self) -> None:
+        """Stop the agent proxy and what the environment started, then the worker threads."""
+        if self.proxy is not None:
+            await self.proxy.close()
+            await self.env.aclose()  # type: ignore[attr-defined]
+        self.close()
+
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _logprobs(choice: dict[str, Any]) -> list[float]:
+    return [c["logprob"] for c in choice["logprobs"]["content"]]
 
 
 def image_token_id(model_dir: Path | str) -> int:

@@ -62,6 +62,10 @@ class MicroBatcher(Generic[Req, Res]):
             fut.cancel()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def waiting(self) -> int:
+        """Requests queued for the next batches (the queue-depth gauge)."""
+        return self._queue.qsize()
+
     async def submit(self, request: Req) -> Res:
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rlrun.runtime.assets import latest_weights as latest_weights
 from rlrun.runtime.assets import resolve_inside
 from rlrun.runtime.models.chat import image_urls
 
@@ -121,23 +122,6 @@ def model_list(model: str, created: int) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": model, "object": "model", "created": created, "owned_by": "rlrun"}],
     }
-
-
-def latest_weights(run_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete export under `<run_dir>/weights` (`step_<n>` with DONE) and its version n.
-
-    A server (re)started mid-run loads it before serving rollouts: a replica that came back at version 0
-    would hold the orchestrator's wait for all replicas until the trainer's next reload."""
-    root = Path(run_dir) / "weights"
-    versions = sorted(
-        (int(p.name.removeprefix("step_")), p)
-        for p in (root.glob("step_*") if root.is_dir() else ())
-        if p.name.removeprefix("step_").isdigit() and (p / "DONE").is_file()
-    )
-    if not versions:
-        return None
-    version, path = versions[-1]
-    return path, version
 
 
 def completion_response(

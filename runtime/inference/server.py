@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from rlrun import pod_contract
+from rlrun.runtime import metrics
 from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.inference.batching import MicroBatcher
 from rlrun.runtime.inference.engine import Completion, Engine, GenerationRequest
@@ -106,6 +107,7 @@ async def chat_completions(request: web.Request) -> web.Response:
         max_tokens=body.token_limit, seed=body.seed,
     )  # fmt: skip
     completions, version = await app[BATCHER].submit(gen)
+    metrics.COMPLETIONS.inc(len(completions))
     choices = [(c.token_ids, c.logprobs, c.finish_reason, engine.decode(c.token_ids)) for c in completions]
     tokens = [[engine.tokenizer.decode([t]) for t in c.token_ids] for c in completions]
     return web.json_response(
@@ -129,7 +131,8 @@ async def load_weights(request: web.Request) -> web.Response:
     path = check_weights_path(body.path, request.app[SETTINGS].run_dir)
     engine = request.app[ENGINE]
     try:
-        version = await request.app[BATCHER].call(engine.load_weights, path, body.version)
+        with metrics.RELOAD_SECONDS.time():
+            version = await request.app[BATCHER].call(engine.load_weights, path, body.version)
     except (ValueError, FileNotFoundError) as err:
         raise RequestError(str(err)) from None
     log.info("loaded weights %s as version %d", path, version)
@@ -164,6 +167,8 @@ def create_app(engine: Engine, settings: ServerSettings) -> web.Application:
     )
 
     app[RENDERER] = ThreadPoolExecutor(1, thread_name_prefix="render")
+    metrics.POLICY_VERSION.set_function(lambda: engine.version)
+    metrics.QUEUE_DEPTH.set_function(app[BATCHER].waiting)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         app[BATCHER].start()
@@ -197,6 +202,7 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> arg
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlrun.runtime import stackdump
     from rlrun.runtime.config import RuntimeConfig
     from rlrun.runtime.inference.engine import apply_thread_limit, default_device
     from rlrun.runtime.models.tiny import resolve_model
@@ -205,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     apply_thread_limit()
     config = RuntimeConfig.load(args.config)
+    stackdump.install_role(config.run_dir, "inference")  # `kill -USR1` dumps its stacks (hang diagnosis)
     name = args.model or config.model.name
     model_dir = resolve_model(name, config.run_dir, seed=config.orchestrator.seed)
     engine = Engine(model_dir, device=args.device or default_device())
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_rows=args.max_batch_rows,
         max_image_pixels=config.multimodal.max_image_pixels,
     )
+    if where := metrics.serve_from_env(os.environ):
+        log.info("metrics on http://%s:%d/metrics", *where)
     asyncio.run(serve(create_app(engine, settings), args.host, args.port, args.ready_file, "inference"))
     return 0
 

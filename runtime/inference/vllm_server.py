@@ -17,6 +17,8 @@ vLLM already serves chat completions with `file://` images (`--allowed-local-med
     before: "Encoder cache miss", then EngineDeadError), and generation resumes;
   * `GET /v1/version` and `rlrun_policy_version` on every chat completion (the older version when a
     reload happened while the request ran);
+  * rlrun's inference metrics (served version, reload latency, completions) next to vLLM's own `vllm:*`
+    on $RLRUN_METRICS_PORT (the pod's `metrics` port); queue depth is vLLM's `vllm:num_requests_waiting`;
   * on vLLM's CPU build, the flags and environment that build needs (eager mode, a KV cache budget).
 
 vLLM is imported lazily: this module must import in rlrun's own virtualenv too (tests, the operator's
@@ -105,10 +107,12 @@ def install_extension(app: Any, run_dir: Path) -> None:
     from fastapi.responses import JSONResponse
     from starlette.middleware.base import BaseHTTPMiddleware
 
+    from rlrun.runtime import metrics
     from rlrun.runtime.inference.protocol import LoadWeightsRequest, RequestError, check_weights_path, parse
 
     app.state.rlrun_version = 0
     app.state.rlrun_reload_lock = asyncio.Lock()
+    metrics.POLICY_VERSION.set_function(lambda: app.state.rlrun_version)
 
     async def load_weights(request: Request) -> JSONResponse:
         try:
@@ -118,14 +122,15 @@ def install_extension(app: Any, run_dir: Path) -> None:
             return JSONResponse({"error": {"message": str(err), "code": 400}}, status_code=400)
         engine = request.app.state.engine_client
         async with request.app.state.rlrun_reload_lock:
-            await engine.pause_generation(mode="wait", clear_cache=True)
-            try:
-                await engine.collective_rpc("rlrun_load_weights", args=(str(path),))
-                await engine.reset_encoder_cache()
-                await engine.reset_prefix_cache()
-                request.app.state.rlrun_version = body.version
-            finally:
-                await engine.resume_generation()
+            with metrics.RELOAD_SECONDS.time():
+                await engine.pause_generation(mode="wait", clear_cache=True)
+                try:
+                    await engine.collective_rpc("rlrun_load_weights", args=(str(path),))
+                    await engine.reset_encoder_cache()
+                    await engine.reset_prefix_cache()
+                    request.app.state.rlrun_version = body.version
+                finally:
+                    await engine.resume_generation()
         return JSONResponse({"version": body.version})
 
     async def version(request: Request) -> JSONResponse:
@@ -141,6 +146,7 @@ def install_extension(app: Any, run_dir: Path) -> None:
         body = json.loads(b"".join([chunk async for chunk in response.body_iterator]))
         # A reload during the request may have changed weights mid-generation: report the older version.
         body["rlrun_policy_version"] = min(version_before, request.app.state.rlrun_version)
+        metrics.COMPLETIONS.inc(len(body.get("choices") or ()))
         return JSONResponse(body)
 
     # vLLM's builder already built the middleware stack (its SageMaker bootstrap does); Starlette rebuilds
@@ -229,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return app
 
     entry.build_app = build_app_with_extension
+
+    from rlrun.runtime import metrics
+
+    # rlrun's figures and vLLM's own (vllm:*, same process registry) on the pod's metrics port.
+    if where := metrics.serve_from_env(os.environ):
+        logging.getLogger("rlrun.inference").info("metrics on http://%s:%d/metrics", *where)
 
     async def serve() -> None:
         started = asyncio.ensure_future(_after_start(config.run_dir, args.ready_file, args.host, args.port))

@@ -85,8 +85,8 @@ def render_prompt(
     images: list[Image.Image] = []
     for message in messages:
         role, content = message.get("role"), message.get("content")
-        if role not in {"system", "user", "assistant"}:
-            raise ValueError(f"message role {role!r} is not one of system/user/assistant")
+        if role not in {"system", "user", "assistant", "tool"}:
+            raise ValueError(f"message role {role!r} is not one of system/user/assistant/tool")
         pieces.append(f"<|im_start|>{role}\n")
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         for part in parts:

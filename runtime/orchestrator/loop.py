@@ -1,9 +1,11 @@
 """The orchestrator's step loop.
 
-For step n: wait until the served policy is at least version n - maxAsyncSteps (bounded lag), ask the
-env-workers for batchSize/groupSize groups at once (round-robin over replicas), score groups, drop
+For step n: wait until inference replicas serve the current policy, at least version n - maxAsyncSteps
+(bounded lag; replicas.py), ask the env-workers for batchSize/groupSize groups at once (round-robin over
+env-worker replicas, each group routed only to the inference replicas in sync), score groups, drop
 degenerate ones, write `rollouts/step_<n>` atomically, log samples, publish progress, save its own
-position, then free the step's objects. After the last step it waits until the trainer's final weights
+position, then free the step's objects. Each step's consumed and filtered groups go into the ledger
+(state.py) before the position moves on; a step in flight at a crash is regenerated from the same seeds. After the last step it waits until the trainer's final weights
 are served, so "orchestrator succeeded" means "run finished".
 """
 
@@ -14,21 +16,29 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from rlrun.runtime import metrics
 from rlrun.runtime.config import Progress, RuntimeConfig
-from rlrun.runtime.orchestrator.advantages import score_groups
+from rlrun.runtime.orchestrator.advantages import is_degenerate, score_groups, split_groups
 from rlrun.runtime.orchestrator.memory import release_memory
 from rlrun.runtime.orchestrator.progress import ProgressPublisher
-from rlrun.runtime.orchestrator.samples import policy_lag, strip_token_arrays, to_training_sample
-from rlrun.runtime.orchestrator.state import OrchestratorState, save_state
+from rlrun.runtime.orchestrator.replicas import SyncState, settle_replicas, wait_for_replicas
+from rlrun.runtime.orchestrator.samples import (
+    policy_lag,
+    rewards_by_version,
+    strip_token_arrays,
+    to_training_samples,
+)
+from rlrun.runtime.orchestrator.state import OrchestratorState, save_state, write_ledger
+from rlrun.runtime.orchestrator.stopping import COMMIT
 from rlrun.runtime.transport.handoff import write_batch
 from rlrun.runtime.wire import TrainingBatch, TrainingSample
 
 log = logging.getLogger("rlrun.orchestrator")
-VERSION_POLL_SECONDS = 0.1
 
 
 def example_indices(step: int, groups: int) -> list[int]:
@@ -52,6 +62,7 @@ class Orchestrator:
         sample_logger: Any,
         state: OrchestratorState,
         mm_encoder: Any = None,
+        tracker: Any = None,
     ) -> None:
         if not env_urls or not inference_urls:
             raise ValueError(
@@ -65,34 +76,48 @@ class Orchestrator:
         self.sample_logger = sample_logger
         self.state = state
         self.mm_encoder = mm_encoder  # non-deferred path only: MMRefs -> encoded mm_kwargs
+        self.tracker = tracker  # rlrun.runtime.tracking.Tracker, None when no tracking is configured
         self.run_dir = cfg.run_dir
         self.metrics_path = self.run_dir / "orchestrator" / "metrics.jsonl"
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
 
-    async def served_version(self) -> int:
-        """The oldest policy version any inference server serves (all must catch up)."""
-        versions = []
-        for url in self.inference_urls:
-            response = await self.client.get(f"{url}/v1/version")
-            response.raise_for_status()
-            versions.append(int(response.json()["version"]))
-        return min(versions)
+    async def wait_for_version(self, minimum: int) -> tuple[SyncState, list[str]]:
+        """(the replicas' state, the URLs of those to route to): in sync and serving >= `minimum`."""
+        state, serving = await wait_for_replicas(
+            self.client,
+            self.inference_urls,
+            self.run_dir,
+            minimum,
+            self.cfg.orchestrator.weight_sync_timeout_seconds,
+            self._publish_sync,
+        )
+        return state, [r.url for r in serving]
 
-    async def wait_for_version(self, minimum: int) -> int:
-        while (version := await self.served_version()) < minimum:
-            await asyncio.sleep(VERSION_POLL_SECONDS)
-        return version
+    async def _publish_sync(self, state: SyncState) -> None:
+        """Every change of the replicas' versions reaches status, also while a step waits on them."""
+        if any(not r.in_sync for r in state.report()):  # also while a reload is under way: info, not warning
+            log.info("inference replicas vs weights version %d: %s", state.weights_version, state.describe())
+        update = {
+            "weights_version": state.weights_version,
+            "inference_replicas": state.report(),
+            "updated_at": datetime.now(UTC),  # a report not newer than the last is refused by the operator
+        }
+        await self.publisher.publish(self.publisher.current.model_copy(update=update))
 
-    async def _group(self, step: int, replica: int, example_index: int, seed: int) -> list[dict[str, Any]]:
+    async def _group(
+        self, step: int, replica: int, example_index: int, seed: int, inference_urls: list[str]
+    ) -> list[dict[str, Any]]:
         o = self.cfg.orchestrator
         body = {
             "example_index": example_index,
             "group_size": o.group_size,
             "min_policy_version": max(0, step - o.max_async_steps),
+            "inference_urls": inference_urls,
             "sampling": {"temperature": o.temperature, "max_tokens": o.max_tokens, "seed": seed},
         }
         url = self.env_urls[replica % len(self.env_urls)]
-        response = await self.client.post(f"{url}/v1/rollouts", json=body)
+        with metrics.ROLLOUT_LATENCY.time():
+            response = await self.client.post(f"{url}/v1/rollouts", json=body)
         if response.status_code != 200:
             raise RuntimeError(
                 f"env-worker {url} failed example {example_index}: "
@@ -103,61 +128,113 @@ class Orchestrator:
             raise RuntimeError(f"env-worker {url} returned {len(rollouts)} rollouts, expected {o.group_size}")
         return rollouts
 
-    async def generate(self, step: int) -> list[dict[str, Any]]:
-        groups = self.cfg.orchestrator.batch_size // self.cfg.orchestrator.group_size
-        rng = self.state.rng
-        requests = [(index, index, rng.randrange(1 << 31)) for index in example_indices(step, groups)]
-        results = await asyncio.gather(*(self._group(step, *r) for r in requests))
-        return [rollout for group in results for rollout in group]
+    @property
+    def groups_per_step(self) -> int:
+        return self.cfg.orchestrator.batch_size // self.cfg.orchestrator.group_size
 
-    def to_samples(self, rollouts: list[dict[str, Any]]) -> tuple[list[TrainingSample], int]:
-        """The step's training samples; each rollout keeps only what sample logging records."""
-        advantages, keep = score_groups([r["reward"] for r in rollouts], self.cfg.orchestrator.group_size)
-        samples = []
-        for rollout, advantage, kept in zip(rollouts, advantages, keep, strict=True):
-            sample = to_training_sample(rollout, advantage) if kept else None
+    async def generate(
+        self, step: int, inference_urls: list[str]
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """The step's rollouts (groups contiguous) from the in-sync replicas `inference_urls`, and each
+        group's (run-wide group id, sampling seed). The group id is also the example index asked of the
+        env-worker."""
+        rng = self.state.rng
+        requests = [(index, rng.randrange(1 << 31)) for index in example_indices(step, self.groups_per_step)]
+        results = await asyncio.gather(
+            *(self._group(step, index, index, seed, inference_urls) for index, seed in requests)
+        )
+        return [rollout for group in results for rollout in group], requests
+
+    def to_samples(
+        self, rollouts: list[dict[str, Any]], groups: list[tuple[int, int]]
+    ) -> tuple[list[TrainingSample], list[int], int]:
+        """The step's training samples (each naming its group; a multi-turn rollout may give several), how
+        many samples each group kept, and how many rollouts trained nothing (degenerate group, lost image).
+        Each rollout keeps only what sample logging records."""
+        size = self.cfg.orchestrator.group_size
+        advantages, keep = score_groups([r["reward"] for r in rollouts], size)
+        samples: list[TrainingSample] = []
+        kept_per_group = [0] * len(groups)
+        filtered = 0
+        for i, (rollout, advantage, kept) in enumerate(zip(rollouts, advantages, keep, strict=True)):
+            produced = to_training_samples(rollout, advantage) if kept else []
             strip_token_arrays(rollout, advantage)
-            if sample is None:
-                continue
-            if self.mm_encoder is not None and sample.mm_refs is not None:
-                encoded = self.mm_encoder(sample.mm_refs)
-                if encoded is None:  # missingImagePolicy "drop": an image is gone, the sample trains nothing
-                    continue
-                sample.mm_kwargs, sample.mm_refs = encoded, None
-            samples.append(sample)
-        return samples, len(rollouts) - len(samples)
+            before = len(samples)
+            for sample in produced:
+                if self.mm_encoder is not None and sample.mm_refs is not None:
+                    encoded = self.mm_encoder(sample.mm_refs)
+                    if (
+                        encoded is None
+                    ):  # missingImagePolicy "drop": an image is gone, the sample trains nothing
+                        continue
+                    sample.mm_kwargs, sample.mm_refs = encoded, None
+                sample.group = groups[i // size][0]
+                kept_per_group[i // size] += 1
+                samples.append(sample)
+            filtered += len(samples) == before
+        return samples, kept_per_group, filtered
+
+    def _ledger_groups(
+        self, rollouts: list[dict[str, Any]], groups: list[tuple[int, int]], kept: list[int]
+    ) -> list[dict[str, Any]]:
+        size = self.cfg.orchestrator.group_size
+        return [
+            {"group": group, "example": str(rollouts[i * size].get("example_id", "")), "seed": seed,
+             "kept": n, "filtered": n == 0}
+            for i, ((group, seed), n) in enumerate(zip(groups, kept, strict=True))
+        ]  # fmt: skip
 
     async def step(self, step: int) -> dict[str, Any]:
         o = self.cfg.orchestrator
         t0 = time.perf_counter()
-        version = await self.wait_for_version(step - o.max_async_steps)
+        sync, routed = await self.wait_for_version(step - o.max_async_steps)
         t_wait = time.perf_counter()
-        rollouts = await self.generate(step)
-        t_gen = time.perf_counter()
-        samples, filtered = self.to_samples(rollouts)
-        write_batch(self.run_dir / "rollouts", TrainingBatch(step=step, samples=samples))
-        rewards = [float(r["reward"]) for r in rollouts]
-        lag = policy_lag(step, rollouts)
-        del samples
-        t_write = time.perf_counter()
-        await self.sample_logger.log_step(step, rollouts)
-        record = {
-            "step": step,
-            "reward_mean": sum(rewards) / len(rewards),
-            "rollouts": len(rollouts),
-            "filtered": filtered,
-            "policy_lag": lag,
-            "served_version": version,
-            "time_wait_policy_s": t_wait - t0,
-            "time_generate_s": t_gen - t_wait,
-            "time_write_s": t_write - t_gen,
-            "time_step_s": time.perf_counter() - t0,
-        }
-        del rollouts
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.state.next_step = step + 1
+        self.state.generating = step  # saved with the RNG before this step's draws: a restart redraws them
         save_state(self.run_dir / "orchestrator", self.state)
+        rollouts, groups = await self.generate(step, routed)
+        t_gen = time.perf_counter()
+        samples, kept, filtered = self.to_samples(rollouts, groups)
+        with COMMIT.committing():  # from the batch on, a SIGTERM waits until the step is recorded
+            write_batch(self.run_dir / "rollouts", TrainingBatch(step=step, samples=samples))
+            ledger = self._ledger_groups(rollouts, groups, kept)
+            write_ledger(self.run_dir / "orchestrator", step, self.state.attempt, ledger)
+            rewards = [float(r["reward"]) for r in rollouts]
+            lag = policy_lag(step, rollouts)
+            by_version = rewards_by_version(rollouts)
+            del samples
+            t_write = time.perf_counter()
+            await self.sample_logger.log_step(step, rollouts)
+            record = {
+                "step": step,
+                "reward_mean": sum(rewards) / len(rewards),
+                "rollouts": len(rollouts),
+                "filtered": filtered,
+                "groups": len(groups),
+                "groups_filtered": sum(g["filtered"] for g in ledger),
+                "policy_lag": lag,
+                "reward_by_version": by_version,
+                "min_policy_version": max(0, step - o.max_async_steps),  # later steps sample no older one
+                "served_version": min(r.served_version or 0 for r in sync.serving(0)),
+                "weights_version": sync.weights_version,
+                "replica_versions": {r.name: r.served_version for r in sync.replicas},
+                "replicas_routed": len(routed),
+                "time_wait_policy_s": t_wait - t0,
+                "time_generate_s": t_gen - t_wait,
+                "time_write_s": t_write - t_gen,
+                "time_step_s": time.perf_counter() - t0,
+            }
+            degenerate = sum(map(is_degenerate, split_groups(rewards, o.group_size)))
+            metrics.record_orchestrator_step(step, rollouts, record, degenerate)
+            if self.tracker is not None:
+                self.tracker.submit_step(step, record, rollouts)
+            del rollouts
+            self.state.prompts.consumed += len(groups)
+            self.state.prompts.filtered += record["groups_filtered"]
+            record.update(self._prompt_counts())  # run totals, as progress.json carries them
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.state.next_step, self.state.generating = step + 1, None
+            save_state(self.run_dir / "orchestrator", self.state)
         await self.publisher.publish(self._progress(step + 1, record))
         release_memory()
         return record
@@ -173,16 +250,47 @@ class Orchestrator:
             policy_lag=record["policy_lag"],
             step_seconds=record["time_step_s"],
             state=state,  # type: ignore[arg-type]
+            weights_version=self.publisher.current.weights_version,
+            inference_replicas=self.publisher.current.inference_replicas,
+            **self._prompt_counts(),
         )
+
+    def _prompt_counts(self) -> dict[str, int]:
+        p = self.state.prompts
+        return {
+            "prompts_consumed": p.consumed,
+            "prompts_filtered": p.filtered,
+            "prompts_regenerated": p.regenerated,
+        }
+
+    def account_interrupted_step(self) -> None:
+        """A step that was generating when the previous attempt stopped: its rollouts were discarded with that
+        process and the step runs again from the saved RNG (same group ids, same seeds); count its groups."""
+        step = self.state.generating
+        if step is None or step != self.state.next_step:
+            return
+        self.state.prompts.regenerated += self.groups_per_step
+        log.warning(
+            "step %d was generating when the previous attempt stopped: its %d groups are regenerated with "
+            "the same group ids and seeds", step, self.groups_per_step,
+        )  # fmt: skip
 
     async def run(self) -> None:
         o = self.cfg.orchestrator
         last: dict[str, Any] | None = None
+        self.account_interrupted_step()
         for step in range(self.state.next_step, o.max_steps):
             last = await self.step(step)
             log.info("step %d reward %.3f (%.2fs)", step, last["reward_mean"], last["time_step_s"])
         await self.wait_for_version(o.max_steps)
-        final = self.publisher.current.model_copy(update={"state": "succeeded", "step": o.max_steps})
+        # the other replicas may still be loading the final weights: report them once they serve them
+        await settle_replicas(
+            self.client, self.inference_urls, self.run_dir, o.max_steps,
+            o.weight_sync_timeout_seconds, self._publish_sync,
+        )  # fmt: skip
+        final = self.publisher.current.model_copy(
+            update={"state": "succeeded", "step": o.max_steps, **self._prompt_counts()}
+        )
         if last is not None:
             final = self._progress(o.max_steps, last, state="succeeded")
         await self.publisher.publish(final)

@@ -17,7 +17,7 @@ import httpx
 from aiohttp import web
 
 from rlrun import pod_contract
-from rlrun.runtime.config import Progress, write_progress
+from rlrun.runtime.config import Progress, read_trainer_startup, write_progress
 
 log = logging.getLogger(__name__)
 PUSH_ATTEMPTS = 5
@@ -36,6 +36,7 @@ class ProgressPublisher:
         self._client = httpx.AsyncClient(timeout=5.0) if self._push_url and self._push_token else None
 
     async def publish(self, progress: Progress) -> None:
+        progress = progress.model_copy(update={"trainer_startup": read_trainer_startup(self.run_dir)})
         self.current = progress
         write_progress(self.run_dir, progress)
         if self._client is None:

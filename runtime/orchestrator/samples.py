@@ -12,17 +12,27 @@ from typing import Any
 
 import msgspec
 
-from rlrun.runtime.wire import MMRefs, SampleStats, TrainingSample, pack_floats, pack_ints
+from rlrun.runtime.wire import MMRefs, SampleStats, TrainingSample, pack_floats, pack_ints, pack_mask
+
+
+def to_training_samples(rollout: Mapping[str, Any], advantage: float) -> list[TrainingSample]:
+    """A scored rollout's samples: one, or one per segment of a multi-turn episode (envs/trajectory.py),
+    each with the rollout's reward and advantage."""
+    segments = rollout.get("segments")
+    if segments is None:
+        return [to_training_sample(rollout, advantage)]
+    return [to_training_sample({**rollout, **segment}, advantage) for segment in segments]
 
 
 def to_training_sample(rollout: Mapping[str, Any], advantage: float) -> TrainingSample:
     """One scored rollout as the trainer reads it; multimodal rollouts carry their refs (never pixels)."""
     completion_ids = rollout["completion_ids"]
     logprobs = rollout["completion_logprobs"]
-    if len(completion_ids) != len(logprobs):
+    mask = rollout.get("completion_mask")
+    if len(completion_ids) != len(logprobs) or (mask is not None and len(mask) != len(completion_ids)):
         raise ValueError(
             f"rollout {rollout.get('example_id')!r}: {len(completion_ids)} completion ids but "
-            f"{len(logprobs)} logprobs"
+            f"{len(logprobs)} logprobs and {'no' if mask is None else len(mask)} mask entries"
         )
     mm = rollout.get("mm")
     return TrainingSample(
@@ -35,6 +45,7 @@ def to_training_sample(rollout: Mapping[str, Any], advantage: float) -> Training
         example_id=str(rollout.get("example_id", "")),
         policy_version=int(rollout.get("policy_version", 0)),
         mm_refs=MMRefs(descriptor=mm["descriptor"], uris=list(mm["uris"])) if mm else None,
+        completion_mask=None if mask is None else pack_mask(mask),
     )
 
 
@@ -43,13 +54,15 @@ def strip_token_arrays(rollout: dict[str, Any], advantage: float) -> dict[str, A
 
     Messages, completion text, reward and refs stay: sample logging needs them. Returns the rollout.
     """
-    prompt = rollout.pop("prompt_ids", None)
-    completion = rollout.pop("completion_ids", None)
-    rollout.pop("completion_logprobs", None)
+    parts = rollout.pop("segments", None) or [rollout]
+    prompt = [p for part in parts if (p := part.pop("prompt_ids", None)) is not None]
+    completion = [c for part in parts if (c := part.pop("completion_ids", None)) is not None]
+    for part in parts:
+        part.pop("completion_logprobs", None)
     stats = SampleStats(
         advantage=float(advantage),
-        num_prompt_tokens=None if prompt is None else len(prompt),
-        num_completion_tokens=None if completion is None else len(completion),
+        num_prompt_tokens=sum(map(len, prompt)) if prompt else None,
+        num_completion_tokens=sum(map(len, completion)) if completion else None,
     )
     rollout.update(msgspec.structs.asdict(stats))
     return rollout
@@ -60,3 +73,16 @@ def policy_lag(trainer_version: int, rollouts: Sequence[Mapping[str, Any]]) -> i
     if not rollouts:
         return 0
     return max(0, trainer_version - min(int(r.get("policy_version", 0)) for r in rollouts))
+
+
+def rewards_by_version(rollouts: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | int]]:
+    """Reward sum and rollout count per policy version that generated them (JSON keys: the version).
+
+    Recorded per step in metrics.jsonl so retention can rank checkpoints by their own policy's rollouts
+    (`retention.keepBest`, runtime/retention.py); sums, not means, so steps combine exactly."""
+    out: dict[str, dict[str, float | int]] = {}
+    for r in rollouts:
+        entry = out.setdefault(str(int(r.get("policy_version", 0))), {"sum": 0.0, "rollouts": 0})
+        entry["sum"] += float(r["reward"])
+        entry["rollouts"] += 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))

@@ -62,3 +62,18 @@ def policy_loss(
             abs_logprob_delta_sum=float((logprobs - inference_logprobs).abs()[mask].sum()),
         )
     return loss, stats
+
+
+def signal_fraction(informative_groups: int, groups_per_step: int) -> float:
+    """The share of the step's groups that carry a learning signal (non-degenerate ones), in [0, 1].
+
+    The trainer multiplies the step's learning rate by it (`trainer.scaleStepBySignal`). Degenerate groups
+    are dropped before training, and the token mean, the norm clip and Adam make every step about the same
+    size, so without the scale a step trained on one group moves the policy as far as one trained on
+    sixteen: once most groups were solved, those few groups' noise (e.g. pushing down a codeword that a
+    solved colour shares) knocked learned colours out for good. With it the step size follows the evidence.
+    The learning rate, not the gradient, is scaled: Adam divides a smaller gradient out again.
+    """
+    if groups_per_step < 1:
+        raise ValueError(f"groups_per_step must be >= 1, got {groups_per_step}")
+    return min(max(informative_groups, 0), groups_per_step) / groups_per_step

@@ -4,8 +4,9 @@ Per step n (0-based) every rank trains on batch n and the policy becomes version
   rank 0 reads `rollouts/step_<n>` and packs per-rank micro-batches, the fan-out publishes them, every
   rank materializes pixels from refs (or decodes mm_kwargs), the step's loss-token count is summed across
   ranks, forward/backward per micro-batch, gradients summed, clipped, optimizer step; rank 0 exports
-  `weights/step_<n+1>` and asks inference to reload it. Every `checkpointInterval` steps a checkpoint with
-  a DONE marker is written; a restarted trainer resumes from the last complete one.
+  `weights/step_<n+1>` and asks every inference replica to reload it. Every `checkpointInterval` steps a
+  checkpoint with a DONE marker is written; a restarted trainer resumes from the last complete one. SIGTERM
+  writes one more within the grace window (`preemption.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,22 @@ import torch
 import torch.distributed as dist
 
 from rlrun import pod_contract
-from rlrun.runtime.config import RuntimeConfig
+from rlrun.runtime import stackdump
+from rlrun.runtime.config import RuntimeConfig, TrainerStartup, write_trainer_startup
 from rlrun.runtime.lifetime import watch_parent
+from rlrun.runtime.retention import apply as apply_retention
+from rlrun.runtime.retention import plan as plan_retention
+from rlrun.runtime.trainer import telemetry
 from rlrun.runtime.trainer.batches import MicroBatchTensors, to_tensors
 from rlrun.runtime.trainer.checkpoint import (
-    complete_steps,
     latest_complete,
+    link_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    shape_mismatch,
 )
-from rlrun.runtime.trainer.loss import policy_loss, token_logprobs
+from rlrun.runtime.trainer.lineage import TRAINED_FILE, append_record
+from rlrun.runtime.trainer.loss import policy_loss, signal_fraction, token_logprobs
 from rlrun.runtime.trainer.model import (
     full_model_state,
     full_state,
@@ -44,9 +51,11 @@ from rlrun.runtime.trainer.model import (
     sum_gradients,
 )
 from rlrun.runtime.trainer.packing import distribute
+from rlrun.runtime.trainer.peerwatch import PeerWatch
+from rlrun.runtime.trainer.preemption import PREEMPTED_EXIT, Preempted, StopFlag
 from rlrun.runtime.trainer.weights import export_weights, request_reload
-from rlrun.runtime.transport.failfast import FanOut, fail_together
-from rlrun.runtime.transport.handoff import prune_batches, read_batch
+from rlrun.runtime.transport.failfast import FanOut, fail_together, raise_if_any_rank_failed
+from rlrun.runtime.transport.handoff import read_batch
 from rlrun.runtime.volume import ensure_writable
 from rlrun.runtime.wire import MicroBatch
 
@@ -63,9 +72,17 @@ BATCH_POLL_SECONDS = 0.02
 class Trainer:
     """State of one rank across steps; `run` is the whole role."""
 
-    def __init__(self, cfg: RuntimeConfig, inference_urls: Sequence[str]) -> None:
+    def __init__(
+        self,
+        cfg: RuntimeConfig,
+        inference_urls: Sequence[str],
+        stop: StopFlag | None = None,
+        rendezvous_at: datetime | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.stop = stop or StopFlag()
         self.inference_urls = list(inference_urls)
+        self.reload_failures = 0  # replicas that did not confirm this step's weights (rank 0)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = (
             torch.device("cuda", torch.cuda.current_device())
@@ -78,15 +95,30 @@ class Trainer:
         self.weights_dir = run_dir / "weights"
         self.metrics_path = run_dir / "trainer" / f"metrics_rank{self.rank}.jsonl"
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        self.trained_path = run_dir / "trainer" / TRAINED_FILE
+        self.attempt = int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0)
+        self.step_groups: list[int] = []  # rank 0: the group ids of the step being trained
+        self.groups_per_step = cfg.orchestrator.batch_size // cfg.orchestrator.group_size
         model_path = _model_path(cfg)
         self.model = load_policy(model_path, self.device)
         self.image_token_id = int(self.model.config.image_token_id)
         self.materializer = _materializer(cfg, model_path)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.orchestrator.learning_rate)
-        self.start = latest_complete(self.ckpt_dir) or 0
+        self.start = self._fork_or_resume()
         if self.start:
-            restore_state(self.model, self.optimizer, load_checkpoint(self.ckpt_dir, self.start))
+            state = load_checkpoint(self.ckpt_dir, self.start)
+            if problem := shape_mismatch(state["model"], self.model.state_dict()):
+                raise ValueError(
+                    f"checkpoint {self.ckpt_dir}/step_{self.start} does not fit model {cfg.model.name!r}: "
+                    f"{problem}; a run resumes (or forks) only with the model it was trained from"
+                )
+            restore_state(self.model, self.optimizer, state)
             log.info("rank %d resumed from checkpoint step %d", self.rank, self.start)
+        self.saved = self.start  # the newest version with a complete checkpoint (0: the base model)
+        self.startup = TrainerStartup(
+            attempt=int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0), rendezvous_at=rendezvous_at
+        )
+        self._startup(model_loaded_at=_now())
         self.sharded = shard_if_cuda(self.model, self.device)
         self.fanout = FanOut(
             cfg.transport,
@@ -97,34 +129,73 @@ class Trainer:
             poll_seconds=STATUS_POLL_SECONDS,
         )
 
+    def _fork_or_resume(self) -> int:
+        """The step to start at: this run's last complete checkpoint; else, for a fork (`resumeFrom`), the
+        parent's checkpoint, linked into this run's tree by rank 0 first; else 0."""
+        fork = self.cfg.resume_from
+        if fork is not None and latest_complete(self.ckpt_dir) is None:
+            # Every rank has taken this branch before rank 0 links the checkpoint (which makes the test
+            # above false): a rank deciding after the link skipped the collective below and the group hung.
+            dist.barrier()
+            error = None
+            if self.rank == 0:
+                try:
+                    link_checkpoint(self.cfg.parent_dir / "checkpoints", fork.step, self.ckpt_dir, fork.run)
+                    log.info("forked from run %s checkpoint step %d", fork.run, fork.step)
+                except OSError as exc:
+                    error = exc
+            raise_if_any_rank_failed(error, "Linking the resumeFrom checkpoint failed")
+        return latest_complete(self.ckpt_dir) or 0
+
     def run(self) -> None:
+        if self.rank == 0:
+            append_record(self.trained_path, {"attempt": self.attempt, "resumedFrom": self.start})
         try:
             if self.start:  # inference restarted from the base model: serve the resumed weights again
                 self._publish_weights(self.start)
             for step in range(self.start, self.cfg.orchestrator.max_steps):
                 self.train_step(step)
+                if step == self.start:
+                    self._startup(first_step_at=_now())
         finally:
             self.fanout.close()
             self.materializer.close()
 
     def _pack(self, step: int) -> list[list[MicroBatch]]:
         batch = read_batch(
-            self.rollouts_dir, step, poll_seconds=BATCH_POLL_SECONDS, on_wait=self.fanout.heartbeat
+            self.rollouts_dir,
+            step,
+            poll_seconds=BATCH_POLL_SECONDS,
+            should_stop=self.stop.is_set,  # SIGTERM: abandon the wait (the orchestrator may be gone)
+            on_wait=self.fanout.heartbeat,
         )
+        self.step_groups = sorted({s.group for s in batch.samples})
         return distribute(batch.samples, self.cfg.trainer.micro_batch_size, self.world)
 
     def train_step(self, step: int) -> None:
         t0 = time.perf_counter()
-        mbs = fail_together(
-            "Training-batch wait failed", lambda: self.fanout.exchange(step, lambda: self._pack(step))
-        )
+        try:
+            mbs = fail_together(
+                "Training-batch wait failed", lambda: self.fanout.exchange(step, lambda: self._pack(step))
+            )
+        except RuntimeError:  # raised on every rank alike, so every rank takes part in the verdict
+            if self.stop.agreed(self.device):
+                self._checkpoint(step)  # nothing of `step` was trained: the state is still version `step`
+                raise Preempted(step) from None
+            raise
         t_wait = time.perf_counter()
         tensors = fail_together("Training-batch load failed", lambda: [self._load(mb) for mb in mbs])
         t_load = time.perf_counter()
         local_tokens = sum(int(t.loss_mask.sum()) for t in tensors)
-        tokens = torch.tensor([local_tokens], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tokens, op=dist.ReduceOp.SUM)
-        normalizer = float(tokens.item()) / (self.world if self.sharded else 1)
+        # [loss tokens, informative groups]: only rank 0 packed the batch, so only it knows the groups.
+        counts = torch.tensor(
+            [local_tokens, len(self.step_groups) if self.rank == 0 else 0],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        normalizer = float(counts[0].item()) / (self.world if self.sharded else 1)
+        signal = signal_fraction(int(counts[1].item()), self.groups_per_step)
         stats = [self._forward_backward(t, normalizer) for t in tensors]
         if not self.sharded:
             sum_gradients(self.model)
@@ -132,20 +203,43 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.max_grad_norm)
         )
         if normalizer > 0:  # an all-degenerate step has no signal: keep Adam's moments untouched
+            scale = signal if self.cfg.trainer.scale_step_by_signal else 1.0
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.orchestrator.learning_rate * scale
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.rank == 0:  # before this step can reach a checkpoint
+            append_record(
+                self.trained_path, {"step": step, "attempt": self.attempt, "groups": self.step_groups}
+            )
         version = step + 1
         t_train = time.perf_counter()
         self._publish_weights(version)
         if version % self.cfg.trainer.checkpoint_interval == 0 or version == self.cfg.orchestrator.max_steps:
-            state = full_state(self.model, self.optimizer)
-            if self.rank == 0:
-                save_checkpoint(self.ckpt_dir, version, state)
-            dist.barrier()
-            if self.rank == 0:  # after the barrier: it stays right behind the checkpoint's DONE marker
-                # Batches before the oldest kept checkpoint are consumed and no resume reads them again.
-                prune_batches(self.rollouts_dir, before=complete_steps(self.ckpt_dir)[0])
-        self._log_metrics(step, mbs, stats, grad_norm, t0, t_wait, t_load, t_train)
+            self._checkpoint(version)
+        self._log_metrics(step, mbs, stats, grad_norm, signal, t0, t_wait, t_load, t_train)
+        if self.stop.agreed(self.device):  # the step in flight is finished: keep it
+            self._checkpoint(version)
+            raise Preempted(version)
+
+    def _startup(self, **phases: datetime) -> None:
+        """Record a start-up phase's end (rank 0 writes the file the orchestrator relays)."""
+        self.startup = self.startup.model_copy(update=phases)
+        if self.rank == 0:
+            write_trainer_startup(self.cfg.run_dir, self.startup)
+
+    def _checkpoint(self, version: int) -> None:
+        """Checkpoint `version` on every rank together, unless it is the newest complete one already."""
+        if version == self.saved:
+            return
+        state = full_state(self.model, self.optimizer)
+        if self.rank == 0:
+            save_checkpoint(self.ckpt_dir, version, state)
+        dist.barrier()
+        self.saved = version
+        if self.rank == 0:  # after the barrier: it stays right behind the checkpoint's DONE marker
+            # Consumed batches no resume reads again (and anything else the policy lets go).
+            apply_retention(plan_retention(self.cfg.run_dir, self.cfg.retention))
 
     def _load(self, mb: MicroBatch) -> MicroBatchTensors:
         return to_tensors(mb, self.materializer, self.image_token_id, self.device)
@@ -174,12 +268,19 @@ class Trainer:
     def _publish_weights(self, version: int) -> None:
         state = full_model_state(self.model)
         if self.rank == 0:
-            path = export_weights(self.weights_dir, version, state)
-            request_reload(self.inference_urls, path, version)
+            path = export_weights(self.weights_dir, version, state, keep=self.cfg.retention.weights_keep_last)
+            failed = request_reload(
+                self.inference_urls,
+                path,
+                version,
+                self.cfg.orchestrator.weight_sync_timeout_seconds,
+                should_stop=self.stop.is_set,
+            )
+            self.reload_failures = len(failed)
         dist.barrier()
 
     def _log_metrics(self, step: int, mbs: list[MicroBatch], stats: list[dict[str, float]], grad_norm: float,
-                     t0: float, t_wait: float, t_load: float, t_train: float) -> None:  # fmt: skip
+                     signal: float, t0: float, t_wait: float, t_load: float, t_train: float) -> None:  # fmt: skip
         record: dict[str, Any] = {
             "step": step,
             "rank": self.rank,
@@ -188,6 +289,7 @@ class Trainer:
             "samples": sum(mb.num_samples for mb in mbs),
             "mm_refs_micro_batches": sum(mb.mm_refs is not None for mb in mbs),
             "mm_kwargs_micro_batches": sum(mb.mm_kwargs is not None for mb in mbs),
+            "fanout_bytes_received": self.fanout.received_bytes,
             "pixel_bytes_received": sum(
                 len(t.data) for mb in mbs if mb.mm_kwargs for t in mb.mm_kwargs.values()
             ),
@@ -196,10 +298,12 @@ class Trainer:
             "loss": sum(s["loss"] for s in stats),
             "loss_tokens": sum(s["loss_tokens"] for s in stats),
             "clip_fraction": float(np.mean([s["clip_fraction"] for s in stats])) if stats else 0.0,
-            "grad_norm": grad_norm,
+            "grad_norm": grad_norm,  # before the clip and the signal scale
+            "signal_fraction": signal,
             # Mean |trainer - engine| logprob over this rank's sampled tokens (train/inference mismatch).
             "logprob_delta_mean": sum(s["abs_logprob_delta_sum"] for s in stats)
             / max(sum(s["loss_tokens"] for s in stats), 1),
+            "replicas_reload_failed": self.reload_failures,
             "time_wait_s": t_wait - t0,
             "time_load_s": t_load - t_wait,
             "time_train_s": t_train - t_load,
@@ -207,6 +311,11 @@ class Trainer:
         }
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        telemetry.record_step(record, self.device)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _model_path(cfg: RuntimeConfig) -> Path | str:
@@ -268,9 +377,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Every collective and barrier is bounded: a hung (stopped, wedged) rank fails the group within it.
     timeout = timedelta(seconds=cfg.transport.collective_timeout_seconds)
-    dist.init_process_group(backend=backend, timeout=timeout)
+    metrics_dir, served = telemetry.start(os.environ)
+    if served:
+        log.info("metrics of every rank on http://%s:%d/metrics", *served)
+    stop = StopFlag()
+    stop.install()  # before the rendezvous: a SIGTERM during start-up still ends in an orderly stop
     try:
-        Trainer(cfg, args.inference_url).run()
+        dist.init_process_group(backend=backend, timeout=timeout)
+        rendezvous_at = _now()
+        rank, world = dist.get_rank(), dist.get_world_size()
+        attempt = int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0)
+        stackdump.install(cfg.run_dir, attempt, f"trainer-rank{rank}")
+        # A rank that stops running gets every live rank's stacks dumped and fails the group (peerwatch.py).
+        watch = PeerWatch(cfg.run_dir, attempt, rank, world, cfg.transport.peer_silence_seconds)
+        try:
+            Trainer(cfg, args.inference_url, stop, rendezvous_at).run()
+        except Preempted as preempted:
+            log.warning("%s: the resumed run starts at step %d", preempted, preempted.version)
+            return PREEMPTED_EXIT
+        finally:
+            watch.close()
+            dist.destroy_process_group()
     finally:
-        dist.destroy_process_group()
+        telemetry.stop(metrics_dir, served is not None)
     return 0

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlrun.runtime.mm import merge_mm_refs
-from rlrun.runtime.wire import EncodedTensor, MicroBatch, TrainingSample, floats, ints
+from rlrun.runtime.wire import EncodedTensor, MicroBatch, TrainingSample, floats, ints, masks
 
 
 def _kind(sample: TrainingSample) -> str:
@@ -37,7 +37,8 @@ def concat_kwargs(kwargs: Sequence[dict[str, EncodedTensor]]) -> dict[str, Encod
 def build_micro_batch(samples: Sequence[TrainingSample]) -> MicroBatch:
     """Right-padded rows; per-token arrays are aligned with `input_ids` (position t = token t).
 
-    loss_mask marks completion tokens; `inference_logprobs[t]` is the inference logprob of token t.
+    loss_mask marks completion tokens the policy sampled (a multi-turn sample's `completion_mask`; every
+    completion token otherwise); `inference_logprobs[t]` is the inference logprob of token t.
     """
     rows = [(ints(s.prompt_ids), ints(s.completion_ids), floats(s.completion_logprobs)) for s in samples]
     seq_len = max(len(p) + len(c) for p, c, _ in rows)
@@ -52,7 +53,7 @@ def build_micro_batch(samples: Sequence[TrainingSample]) -> MicroBatch:
         input_ids[i, :p] = prompt
         input_ids[i, p : p + c] = completion
         attention[i, : p + c] = 1
-        loss_mask[i, p : p + c] = 1
+        loss_mask[i, p : p + c] = 1 if sample.completion_mask is None else masks(sample.completion_mask)
         advantages[i, p : p + c] = sample.advantage
         logprobs[i, p : p + c] = lp
     kind = _kind(samples[0])

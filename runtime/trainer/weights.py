@@ -6,16 +6,21 @@ Names are the HF state-dict names of the full model, so the engine loads them in
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import torch
 from safetensors.torch import save_file
 
+from rlrun.runtime.retention import stale_weights, step_dirs
+
+log = logging.getLogger("rlrun.trainer")
 DONE = "DONE"
 WEIGHTS_FILE = "model.safetensors"
 RELOAD_RETRY_SECONDS = 0.5
@@ -55,43 +60,67 @@ def export_weights(root: Path, version: int, state: Mapping[str, torch.Tensor], 
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    versions = sorted(
-        int(p.name.removeprefix("step_"))
-        for p in root.glob("step_*")
-        if p.name.removeprefix("step_").isdigit() and (p / DONE).is_file()
-    )
-    older = [v for v in versions if v < version]
-    stale = older[: max(0, len(older) - (keep - 1))] + [v for v in versions if v > version]
-    for old in stale:
+    for old in stale_weights(step_dirs(root, (DONE,)), version, keep):
         shutil.rmtree(weights_dir(root, old), ignore_errors=True)
     return final
 
 
-def request_reload(urls: Sequence[str], path: Path, version: int, timeout: float = 120.0) -> None:
-    """Ask every inference server to load `path` as `version`; a refusal names the server and its reply.
-
-    A server not listening yet (still starting, or restarting) is retried until `timeout`: a resumed
-    trainer republishes its checkpoint's weights first thing, possibly before inference is up.
-    """
-    for url in urls:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                response = httpx.post(
-                    f"{url.rstrip('/')}/v1/load_weights",
-                    json={"path": str(path), "version": version},
-                    timeout=timeout,
-                )
-                break
-            except httpx.ConnectError as err:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"inference {url} unreachable for {timeout:g}s, weights {path} (version {version}) "
-                        f"not loaded: {err}"
-                    ) from None
-                time.sleep(RELOAD_RETRY_SECONDS)
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"inference {url} refused weights {path} (version {version}): "
-                f"HTTP {response.status_code} {response.text[:500]}"
+def reload_one(
+    url: str, path: Path, version: int, timeout: float, should_stop: Callable[[], bool] = lambda: False
+) -> str | None:
+    """Ask one inference server to load `path` as `version`; None once it answers that it serves it, else
+    why not. A server not listening yet (starting, restarting) is retried until `timeout` seconds, or
+    until `should_stop` (a SIGTERM: inference is stopping too, and the grace window is the checkpoint's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.post(
+                f"{url.rstrip('/')}/v1/load_weights",
+                json={"path": str(path), "version": version},
+                timeout=max(deadline - time.monotonic(), RELOAD_RETRY_SECONDS),
             )
+            break
+        except httpx.ConnectError as err:
+            if should_stop():
+                return f"stopped waiting on SIGTERM: {err}"
+            if time.monotonic() > deadline:
+                return f"unreachable for {timeout:g}s: {err}"
+            time.sleep(RELOAD_RETRY_SECONDS)
+        except httpx.HTTPError as err:
+            return f"{type(err).__name__}: {err}"
+    if response.status_code != 200:
+        return f"HTTP {response.status_code} {response.text[:500]}"
+    try:
+        served = int(response.json()["version"])
+    except (ValueError, KeyError, TypeError):
+        return f"unreadable answer {response.text[:200]!r}"
+    return None if served == version else f"answered version {served}"
+
+
+def request_reload(
+    urls: Sequence[str],
+    path: Path,
+    version: int,
+    timeout: float,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, str]:
+    """Reload every inference replica with `path` as `version`, all at once, each within `timeout`
+    (orchestrator.weightSyncTimeoutSeconds); {url: why it failed} for those that did not confirm it.
+
+    A replica that fails is logged, not raised: the orchestrator routes rollouts only to replicas serving
+    the current version (and fails the step, naming each one, when none does within the same bound), and
+    the trainer's next reload brings the lagging one back. Failing the trainer instead would restart the
+    whole group from its checkpoint for one bad inference pod.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, len(urls)), thread_name_prefix="reload") as pool:
+        results = dict(
+            zip(
+                urls,
+                pool.map(lambda u: reload_one(u, path, version, timeout, should_stop), urls),
+                strict=True,
+            )
+        )
+    failed = {url: why for url, why in results.items() if why is not None}
+    for url, why in failed.items():
+        log.warning("inference %s did not load weights %s (version %d): %s", url, path, version, why)
+    return failed

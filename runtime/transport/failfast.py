@@ -183,6 +183,11 @@ class FanOut:
         """Where this rank receives micro-batches from (for logs)."""
         return self._subscriber.endpoint
 
+    @property
+    def received_bytes(self) -> int:
+        """Bytes of this rank's last received step."""
+        return self._subscriber.last_bytes
+
     def heartbeat(self) -> None:
         """Rank 0, while packing waits for its input: progress for the watchdog, liveness for the ranks."""
         if self._watchdog is None:

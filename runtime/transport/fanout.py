@@ -238,6 +238,7 @@ class MicroBatchSubscriber:
         self.host = connect_host(cfg, environ)
         self.endpoint = tcp_endpoint(self.host, data_port(cfg))
         self._timeout_ms = int(cfg.receive_timeout_seconds * 1000)
+        self.last_bytes = 0  # size of the last step's message (the trainer's fan-out throughput metric)
         self._decoder = msgspec.msgpack.Decoder(list[_MicroBatchView])  # type: ignore[valid-type]
         self._ctx = zmq.Context()
         self._connected = False
@@ -281,6 +282,7 @@ class MicroBatchSubscriber:
                 f"Received ZMQ micro-batch for step {step}, expected {self.next_step} (data_rank={self.rank})"
             )
         batches: list[MicroBatch] = self._decoder.decode(frames[2].buffer)
+        self.last_bytes = frames[2].buffer.nbytes
         self.next_step += 1
         return batches
 

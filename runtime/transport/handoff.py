@@ -7,16 +7,14 @@ the whole batch, never a partial one (also on NFS-like RWX volumes, where rename
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
+from rlrun.runtime.assets import atomic_write_bytes
 from rlrun.runtime.wire import TrainingBatch
 
 BATCH_FILE = "batch.msgpack"
@@ -34,16 +32,7 @@ def write_batch(rollouts_dir: Path, batch: TrainingBatch) -> Path:
     """Write `batch` as step_<batch.step>/batch.msgpack atomically; return its path."""
     path = batch_path(rollouts_dir, batch.step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{BATCH_FILE}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.msgpack.encode(batch))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, msgspec.msgpack.encode(batch))
     return path
 
 
@@ -78,20 +67,6 @@ def read_batch(
     if batch.step != step:
         raise ValueError(f"Training batch {path} holds step {batch.step}, expected step {step}")
     return batch
-
-
-def prune_batches(rollouts_dir: Path, before: int) -> list[int]:
-    """Delete the batches of steps < `before` (the trainer has consumed them and no resume reads them);
-    return the pruned steps. Only `step_<n>` folders are touched."""
-    root = Path(rollouts_dir)
-    if not root.is_dir():
-        return []
-    pruned = []
-    for entry in root.iterdir():
-        if (match := _STEP_DIR.match(entry.name)) and int(match.group(1)) < before:
-            shutil.rmtree(entry, ignore_errors=True)
-            pruned.append(int(match.group(1)))
-    return sorted(pruned)
 
 
 def latest_batch_step(rollouts_dir: Path) -> int | None:

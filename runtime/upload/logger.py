@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
 
 from rlrun.runtime.config import SampleUploadConfig, check_safe_id
+from rlrun.runtime.metrics import UPLOAD_BYTES, UPLOAD_DISCARDED, UPLOAD_FAILURES, UPLOAD_SKIPPED
 from rlrun.runtime.upload.parquet import TEMP_PREFIX, write_samples_parquet
 from rlrun.runtime.upload.presign import (
     PRESIGN_TOKEN_ENV,
@@ -43,18 +43,6 @@ from rlrun.runtime.upload.put import BACKOFF_S, UploadError, install_log_redacti
 
 log = logging.getLogger(__name__)
 
-UPLOAD_FAILURES = Counter(
-    "rlrun_sample_upload_failures_total",
-    "Sample parquet uploads that failed or ran past their deadline (kept on the volume for a retry).",
-)
-UPLOAD_SKIPPED = Counter(
-    "rlrun_sample_upload_skipped_total",
-    "Logged steps not queued because the upload queue was full (kept on the volume for a retry).",
-)
-UPLOAD_DISCARDED = Counter(
-    "rlrun_sample_upload_discarded_total",
-    "Sample parquets deleted without upload: more than sampleUpload.maxPendingFiles waited for a retry.",
-)
 _STEP_FILE = re.compile(r"^step_(0|[1-9][0-9]*)\.parquet$")
 
 
@@ -236,6 +224,7 @@ class SampleLogger:
             self._keep_retention()
             return LogResult(step=step, path=path, error=message)
         path.unlink(missing_ok=True)
+        UPLOAD_BYTES.inc(result.size_bytes)
         return result
 
     async def _write(self, step: int, rollouts: Iterable[Mapping[str, Any]]) -> Path | None:

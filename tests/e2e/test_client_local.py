@@ -57,7 +57,7 @@ def test_local_backend_runs_the_example_through_the_client_calls(
     # cancel: stops every process of a started run (the fixture checks none is left), forgets the run,
     # keeps its outputs on disk
     second = client.submit(short_doc(100), request_id="local-2").metadata.name
-    trainer_log = tmp_path / f"run_{second}" / "logs" / "trainer.log"
+    trainer_log = tmp_path / f"run_{second}" / "logs" / "attempt-0" / "trainer.log"
     for event in client.watch(second, timeout=300):
         if trainer_log.exists() or event.terminal:
             break

@@ -96,7 +96,8 @@ def test_killing_the_trainer_stops_the_run_and_resume_continues(tmp_path, no_lef
     steps = [r["step"] for r in _jsonl(run_dir / "trainer" / "metrics_rank0.jsonl")]
     assert steps[-1] == STEPS - 1 and set(steps) == set(range(STEPS))
     resumed = re.findall(
-        r"rank 0 resumed from checkpoint step (\d+)", (run_dir / "logs" / "trainer.log").read_text()
+        r"rank 0 resumed from checkpoint step (\d+)",
+        (run_dir / "logs" / "attempt-1" / "trainer.log").read_text(),
     )
     start = int(resumed[0]) if len(resumed) == 1 else -1
     assert start >= CHECKPOINT_EVERY and start % CHECKPOINT_EVERY == 0, resumed

@@ -19,7 +19,7 @@ import yaml
 
 from rlrun.cli import main
 
-from .conftest import SHORT_RUN, rlrun_local, rlrun_local_file
+from .conftest import SHORT_RUN, rlrun_local, rlrun_local_file, trained_steps
 
 pytestmark = pytest.mark.e2e
 RUN = "run_color-codeword-ci"
@@ -62,11 +62,10 @@ def test_ctrl_c_twice_stops_every_role_and_resume_finishes_the_run(tmp_path, no_
     every = yaml.safe_load(SHORT_RUN.read_text())["spec"]["trainer"]["checkpointInterval"]
     steps = yaml.safe_load(SHORT_RUN.read_text())["spec"]["orchestrator"]["maxSteps"]
     proc = rlrun_local(tmp_path, wait=False)
-    later = run_dir / "weights" / f"step_{every + 3}" / "DONE"
     deadline = time.monotonic() + 300
-    while not later.exists():
+    while trained_steps(run_dir) < every + 3:
         assert proc.poll() is None, proc.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, f"no {later} within 300 s"
+        assert time.monotonic() < deadline, f"not {every + 3} steps within 300 s"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -91,7 +90,7 @@ def test_killing_torchrun_outright_leaves_no_rank_running(tmp_path, no_leftover_
     torchrun.kill()  # SIGKILL: torchrun cannot stop its ranks, which run in sessions of their own
     out, _ = proc.communicate(timeout=STOP_BOUND + 30)
     assert proc.returncode == 1 and "role trainer failed (exit code -9)" in out, out[-3000:]
-    assert f"full log: {tmp_path / RUN / 'logs' / 'trainer.log'}" in out
+    assert f"full log: {tmp_path / RUN / 'logs' / 'attempt-0' / 'trainer.log'}" in out
     assert _progress_state(tmp_path / RUN) == "failed"
     _, alive = psutil.wait_procs(ranks, timeout=5)
     assert not alive, alive
@@ -121,11 +120,11 @@ def test_a_failing_role_shows_its_error_line_first(tmp_path, no_leftover_process
     assert code == 1, out[-3000:]
     first = next(line for line in out.splitlines() if "failed (exit code" in line)
     role, cause = re.fullmatch(r"role (\S+) failed \(exit code 1\): (\w+Error: .+)", first).groups()
-    log = (tmp_path / RUN / "logs" / f"{role}.log").read_text()
+    log = (tmp_path / RUN / "logs" / "attempt-0" / f"{role}.log").read_text()
     assert cause in log and "Traceback" in log.split(cause)[0], out[-3000:]  # its own error, not a summary
     assert (
         out.index(first)
-        < out.index(f"full log: {tmp_path / RUN / 'logs' / role}.log")
+        < out.index(f"full log: {tmp_path / RUN / 'logs' / 'attempt-0' / role}.log")
         < out.index("Last lines of the log")
     )
     assert _progress_state(tmp_path / RUN) == "failed"

@@ -28,8 +28,10 @@ def test_local_run_on_vllm_learns_and_engine_logprobs_match_the_trainer(
     monkeypatch.setenv("RLRUN_VLLM_PYTHON", str(require_vllm()))
     code, out = rlrun_local(tmp_path, "--engine", "vllm", timeout=2100)
     run_dir = tmp_path / RUN
-    assert code == 0, out[-4000:] + (run_dir / "logs" / "inference.log").read_text()[-3000:]
-    assert "APIServer" in (run_dir / "logs" / "inference.log").read_text(), "inference was not vLLM"
+    assert code == 0, out[-4000:] + (run_dir / "logs" / "attempt-0" / "inference.log").read_text()[-3000:]
+    assert "APIServer" in (run_dir / "logs" / "attempt-0" / "inference.log").read_text(), (
+        "inference was not vLLM"
+    )
     rewards = [r["reward_mean"] for r in _jsonl(run_dir / "orchestrator" / "metrics.jsonl")]
     assert len(rewards) == STEPS
     late = sum(rewards[-10:]) / 10

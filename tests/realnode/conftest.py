@@ -19,11 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from images import IMPORTED, build_all, mark_imported
+from images import CONTAINERD_ROOT, IMPORTED, build_all, import_into
 from realnode import CACHE, RealNode, scratch_dir
 
 RUN_UID = 1000  # the pods' uid and gid (operator/names.py RUN_AS_USER)
-CONTAINERD_ROOT = CACHE / "realnode" / "containerd"
 TIMINGS = CACHE / "realnode" / "last-session-timings.json"
 
 
@@ -50,13 +49,12 @@ def realnode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
         pytest.fail("the real-node tier needs root (network/mount/PID namespaces, cgroups)")
     images = build_all(tmp_path_factory.mktemp("image-builds"), IMPORTED)
     work = scratch_dir("rlrun-rn-")
-    node = RealNode(work, CONTAINERD_ROOT, [i.archive for i in images if i.archive.exists()])
+    node = RealNode(work, CONTAINERD_ROOT)
     node.start()
-    mark_imported(images, IMPORTED)
-    node.timings.update({f"{i.target}_image_bytes": i.size_bytes for i in images})
-    node.timings.update({f"{i.target}_build_s": i.build_s for i in images if i.build_s})
-    node.timings.update({f"{i.target}_export_s": i.export_s for i in images if i.export_s})
     try:
+        node.timings.update(import_into(node, images, IMPORTED))
+        node.timings.update({f"{i.target}_image_bytes": i.size_bytes for i in images})
+        node.timings.update({f"{i.target}_build_s": i.build_s for i in images if i.build_s})
         yield node
     finally:
         if node.log.is_file():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes INSIDE namespaces that tests/realnode/realnode.py creates for it:
-#   unshare --net --mount --pid --fork --mount-proc --propagation private  node.sh DIR TOOLS CP_BIN ROOT IMAGE...
+#   unshare --net --mount --pid --fork --mount-proc --propagation private  node.sh DIR TOOLS CP_BIN ROOT
 # This script is PID 1 of the new PID namespace: when it exits, the kernel kills every process left in it
 # (containerd, shims, containers, the control plane), and the network and mount namespaces, with every
 # link, route, iptables rule and mount made here, vanish with their last process. It touches nothing of
@@ -12,10 +12,9 @@
 #   TOOLS   tools/realnode/build.sh output (bin/kubelet, bin/kube-proxy, images/*.tar)
 #   CP_BIN  tools/controlplane/build.sh output (etcd, kube-apiserver, ... , kubectl)
 #   ROOT    containerd root (content store + snapshots; a cache kept between sessions)
-#   IMAGE   docker-archive tarballs to import (skipped when containerd holds the same image already)
 # SIGTERM: stop the node components, remove every container, then exit (and the kernel does the rest).
 set -euo pipefail
-DIR=$1 TOOLS=$2 CP_BIN=$3 ROOT=$4; shift 4
+DIR=$1 TOOLS=$2 CP_BIN=$3 ROOT=$4
 NODE=realnode NODE_IP=172.31.255.1 CGROUP_ROOT=${RLRUN_REALNODE_CGROUP:?}
 HERE=$(cd "$(dirname "$0")" && pwd)
 LOGS=$DIR/logs PKI=$DIR/pki ETC=$DIR/etc
@@ -93,7 +92,7 @@ s=$(ts)
 spawn containerd containerd --config "$ETC/containerd.toml"
 wait_for 30 containerd ctr_ version
 mark "containerd up ($(echo "$(ts) - $s" | bc)s)"
-for image in "$TOOLS/images/pause.tar" "$TOOLS/images/coredns.tar" "$@"; do
+for image in "$TOOLS/images/pause.tar" "$TOOLS/images/coredns.tar"; do  # ours: images.py streams them in
   s=$(ts)
   ctr_ images import --no-unpack=false "$image" >"$LOGS/import.log" 2>&1 || { cat "$LOGS/import.log"; exit 1; }
   mark "imported $(basename "$image") ($(echo "$(ts) - $s" | bc)s)"

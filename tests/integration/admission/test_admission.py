@@ -103,6 +103,11 @@ CASES = [
         ("spec.sampleUpload", api.MSG_UPLOAD_CREDS),
     ),
     Case(
+        "package-credentials-without-index",
+        run_doc(spec={"envWorkers": {"packages": {"requirements": ["x"], "credentialsSecret": "s"}}}),
+        ("spec.envWorkers.packages", api.MSG_PACKAGES_CREDS),
+    ),
+    Case(
         "backoff-cap-below-base",
         run_doc(spec={"failurePolicy": {"backoffSeconds": 60, "backoffMaxSeconds": 10}}),
         ("spec.failurePolicy", api.MSG_BACKOFF),
@@ -297,6 +302,30 @@ def test_model_and_trainer_shape_are_immutable_once_started(crd_installed, names
     ok = _patch_spec(
         kube, namespace, "imm", {"envWorkers": {"replicas": 3}, "failurePolicy": {"maxRestarts": 9}}
     )
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.cluster
+def test_resume_from_cannot_be_added_changed_or_removed_after_creation(crd_installed, namespace):
+    """A fork's parent is fixed at creation, even before the run started: the operator admitted (or
+    refused) it, linked its checkpoint and took its volume on that basis."""
+    kube = crd_installed
+    fork = {"resumeFrom": {"run": "parent", "step": 4}}
+    assert _create(kube, namespace, run_doc("plain")).returncode == 0
+    assert _create(kube, namespace, run_doc("fork", fork)).returncode == 0
+    for name, spec in (
+        ("plain", fork),  # added
+        ("fork", {"resumeFrom": {"run": "parent", "step": 6}}),  # changed
+        ("fork", {"resumeFrom": {"run": "other", "step": 4}}),
+        ("fork", {"resumeFrom": None}),  # removed (a merge patch's null)
+    ):
+        proc = _patch_spec(kube, namespace, name, spec)
+        assert proc.returncode != 0 and api.MSG_RESUME_FROM_IMMUTABLE in proc.stderr, (spec, proc.stderr)
+        assert "spec.resumeFrom" in proc.stderr
+    stored = json.loads(kube.kubectl("get", "rlrun", "fork", "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"]["resumeFrom"] == fork["resumeFrom"]
+    # the rest of a fork's spec stays editable, and re-applying the same resumeFrom is no change
+    ok = _patch_spec(kube, namespace, "fork", {**fork, "failurePolicy": {"maxRestarts": 9}})
     assert ok.returncode == 0, ok.stderr
 
 

@@ -24,10 +24,15 @@ from rlrun.client import (
     RunDeleted,
     RunNotFound,
     SpecRejected,
+    Unavailable,
 )
 from rlrun.client.request import LABEL_REQUEST, request_digest
 
 pytestmark = pytest.mark.cluster
+
+
+def readers(kube, namespace, run):
+    return get(kube, namespace, "pods", "-l", f"rlrun.dev/log-reader-of={run}")["items"]
 
 
 def admin(kube, namespace, **kw) -> Client:
@@ -183,7 +188,7 @@ def test_cancel_deletes_the_run_and_its_children_but_not_an_existing_claim(crd, 
             client.cancel("demo")
         for kind, name in (
             ("job", "demo-trainer"),
-            ("deployment", "demo-inference"),
+            ("statefulset", "demo-inference"),
             ("configmap", "demo-config"),
         ):
             wait_for(
@@ -201,7 +206,7 @@ def test_cancel_deletes_the_run_and_its_children_but_not_an_existing_claim(crd, 
         assert kept is not None and not kept["metadata"].get("deletionTimestamp"), "an existingClaim stays"
 
 
-def test_cli_exit_codes_for_failed_timed_out_and_rejected_runs(crd, namespace, tmp_path, capsys):
+def test_cli_exit_codes_for_failed_timed_out_and_rejected_runs(crd, namespace, tmp_path, capsys, wait_for):
     kube = crd
     kc = str(kubeconfig_for(kube, tmp_path / "kc", namespace))
     doomed = tmp_path / "doomed.yaml"
@@ -223,12 +228,67 @@ def test_cli_exit_codes_for_failed_timed_out_and_rejected_runs(crd, namespace, t
         assert main(["submit", str(queued), "--kubeconfig", kc]) == 0
         assert main(["logs", "queued", "-c", "trainer", "--kubeconfig", kc]) == ExitCode.NOT_FOUND
         assert "has no trainer pod now" in capsys.readouterr().err
+        attempt = ["--attempt", "3", "--kubeconfig", kc]
+        # an attempt without pods: its logs are on the volume, read by a log-reader pod, which kwok never
+        # runs to its end: the reader's deadline bounds the wait, and the pod is deleted after it
+        assert main(["logs", "queued", "-c", "trainer", *attempt, "--reader-timeout", "2"]) == (
+            ExitCode.UNAVAILABLE
+        )
+        assert "did not finish within 2s" in capsys.readouterr().err
+        wait_for(lambda: not readers(kube, namespace, "queued"), 30, "the log-reader pod deleted")
+        assert main(["logs", "queued", "-c", "inference", *attempt]) == ExitCode.USAGE
+        assert "--attempt applies to trainer and orchestrator, not inference" in capsys.readouterr().err
         assert main(["list", "--kubeconfig", kc, "-o", "yaml"]) == 0
         assert {r["metadata"]["name"] for r in yaml.safe_load(capsys.readouterr().out)} == {
             "doomed",
             "slow",
             "queued",
         }
+
+
+def test_an_ended_attempts_logs_are_read_from_the_volume_by_an_owned_read_only_reader_pod(
+    crd, namespace, wait_for, set_pod_phase
+):
+    """Once an attempt's pods are gone, `logs --attempt` reads the attempt's files from the run volume
+    through a log-reader pod the real API server admits: the run's claim read-only, the runtime image's
+    `rlrun-podlog read`, owned by the run. kwok runs no container, so the test ends the pod as a failed
+    kubelet would, and the client reports it (the real-node tier reads real files through it)."""
+    kube = crd
+    with running_operator(kube, namespace):
+        client = admin(kube, namespace, log_reader_timeout=60)
+        bind_volume(kube, namespace, "gone")
+        run = client.submit(run_doc("gone"))
+        wait_for(lambda: pods(kube, namespace, "trainer", run="gone"), 60, "trainer pod")
+        result: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                list(client.logs("gone", "trainer", attempt=7))
+            except BaseException as e:
+                result.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            (pod,) = wait_for(lambda: readers(kube, namespace, "gone"), 30, "a log-reader pod")
+            (c,) = pod["spec"]["containers"]
+            run_dir = "/data/outputs/run_gone"
+            assert c["command"] == ["rlrun-podlog", "read", "--run-dir", run_dir, "--component", "trainer",
+                                    "--attempt", "7"]  # fmt: skip
+            assert c["image"] == run.spec.images.runtime and c["volumeMounts"][0]["readOnly"] is True
+            (volume,) = pod["spec"]["volumes"]
+            assert volume["persistentVolumeClaim"] == {"claimName": "gone-assets", "readOnly": True}
+            (owner,) = pod["metadata"]["ownerReferences"]
+            assert (owner["kind"], owner["uid"]) == ("RLRun", run.metadata.uid)
+            assert "app.kubernetes.io/instance" not in pod["metadata"]["labels"]  # not one of the children
+            set_pod_phase(namespace, pod["metadata"]["name"], "Failed")
+            reader.join(60)
+        finally:
+            reader.join(60)
+        (error,) = result
+        # no pods/log from a kwok node: the client says which pod it could not read and why
+        assert isinstance(error, Unavailable) and "the log-reader pod gone-logs-" in str(error), error
+        wait_for(lambda: not readers(kube, namespace, "gone"), 30, "the log-reader pod deleted")
 
 
 def test_a_user_without_create_permission_gets_the_rbac_error(crd, namespace, tmp_path, capsys):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from operator_harness import condition, create_run, events, get, pods, run_doc, run_status, running_operator
+from prometheus_client import REGISTRY
 
 from rlrun.operator.restarts import StallPolicy
 from rlrun.runtime.config import Progress
@@ -36,6 +37,10 @@ def test_trainer_failure_restarts_the_group_then_fails_past_max_restarts(
         first = running_pod(kube, namespace, "trainer")
         set_pod_phase(namespace, first["metadata"]["name"], "Failed")
         wait_for(lambda: run_status(kube, namespace).get("restarts") == 1, 30, "restarts=1")
+        restarts = {"namespace": namespace, "run": "demo"}  # the dashboard's mirror of status
+        wait_for(lambda: REGISTRY.get_sample_value("rlrun_run_restarts", {**restarts, "component": "trainer"}) == 1,
+                 10, "rlrun_run_restarts{component=trainer} 1")  # fmt: skip
+        assert REGISTRY.get_sample_value("rlrun_run_restarts", {**restarts, "component": "orchestrator"}) == 0
 
         def new_attempt():
             p = running_pod(kube, namespace, "trainer")
@@ -51,7 +56,7 @@ def test_trainer_failure_restarts_the_group_then_fails_past_max_restarts(
         assert run_status(kube, namespace)["reason"] == "TrainerRestartLimitExceeded"
         for kind, name in (
             ("job", "demo-trainer"),
-            ("deployment", "demo-inference"),
+            ("statefulset", "demo-inference"),
             ("deployment", "demo-envs"),
         ):
             wait_for(lambda k=kind, n=name: get(kube, namespace, k, n) is None, 30, f"{kind} {name} released")
@@ -69,7 +74,7 @@ def test_orchestrator_success_completes_and_ttl_deletes_the_run(crd, namespace, 
         st = run_status(kube, namespace)
         assert st["completionTime"] and st["reason"] == "Completed"
         wait_for(
-            lambda: get(kube, namespace, "deployment", "demo-inference") is None, 30, "inference released"
+            lambda: get(kube, namespace, "statefulset", "demo-inference") is None, 30, "inference released"
         )
         assert get(kube, namespace, "pvc", "demo-assets") is not None
         wait_for(lambda: get(kube, namespace, "rlrun", "demo") is None, 30, "TTL deletes the run")
@@ -88,7 +93,7 @@ def test_suspend_and_resume(crd, namespace, wait_for):
             lambda: get(kube, namespace, "job", "demo-trainer")["spec"]["suspend"], 30, "trainer suspended"
         )
         wait_for(
-            lambda: get(kube, namespace, "deployment", "demo-inference")["spec"]["replicas"] == 0,
+            lambda: get(kube, namespace, "statefulset", "demo-inference")["spec"]["replicas"] == 0,
             30,
             "scaled 0",
         )
@@ -174,3 +179,11 @@ def test_progress_push_fills_status_and_columns_and_stall_restarts(crd, namespac
         )
         wait_for(lambda: run_status(kube, namespace).get("restarts") == 1, 20, "stall restart counted")
         assert "Stalled" in events(kube, namespace)
+        # the Event says where the stopping trainer pods' wrappers left every process's stacks
+        # (a second stall of the restarted attempt may already have its own Event by now)
+        stalled = [e["message"] for e in get(kube, namespace, "events")["items"] if e["reason"] == "Stalled"]
+        assert any(
+            "dump every process's stacks to /data/outputs/run_demo/forensics/attempt-0/ on volume demo-assets"
+            in message
+            for message in stalled
+        ), stalled

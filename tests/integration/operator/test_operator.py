@@ -17,7 +17,7 @@ CHILDREN = [
     ("configmap", "demo-config"),
     ("secret", "demo-progress"),
     ("service", "demo-inference"),
-    ("deployment", "demo-inference"),
+    ("statefulset", "demo-inference"),
     ("service", "demo-envs"),
     ("deployment", "demo-envs"),
     ("service", "demo-orchestrator"),
@@ -90,7 +90,8 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(crd, name
     jobs = get(kube, namespace, "jobs")["items"]
     assert sorted(j["metadata"]["name"] for j in jobs) == ["demo-orchestrator", "demo-trainer"]
     deployments = get(kube, namespace, "deployments")["items"]
-    assert sorted(d["metadata"]["name"] for d in deployments) == ["demo-envs", "demo-inference"]
+    assert [d["metadata"]["name"] for d in deployments] == ["demo-envs"]
+    assert len(get(kube, namespace, "statefulsets")["items"]) == 1
     assert len(get(kube, namespace, "pods", "-l", "app.kubernetes.io/component=trainer")["items"]) == 1
 
 

@@ -15,7 +15,7 @@ from rlrun.operator import names
 from rlrun.operator.drift import difference
 
 pytestmark = pytest.mark.cluster
-KINDS = "pvc,configmap,secret,service,deployment,job,networkpolicy"
+KINDS = "pvc,configmap,secret,service,deployment,statefulset,job,networkpolicy"
 
 
 def test_rendered_children_equal_the_applied_ones(crd, namespace, wait_for, tmp_path, capsys):

@@ -37,7 +37,7 @@ CHILDREN = (
     ("configmap", "-config"),
     ("secret", "-progress"),
     ("service", "-inference"),
-    ("deployment", "-inference"),
+    ("statefulset", "-inference"),
     ("service", "-envs"),
     ("deployment", "-envs"),
     ("service", "-orchestrator"),

@@ -261,8 +261,10 @@ def test_platform_mode_uploads_through_a_presign_endpoint(
             await logger.aclose()
             await runner.cleanup()
 
+    uploaded = REGISTRY.get_sample_value("rlrun_sample_upload_bytes_total") or 0.0
     result = run(go())
     assert result.logged, result.error
     assert asked[0]["key"] == "samples/run_p/step_0.parquet" and asked[0]["sizeBytes"] == result.size_bytes
+    assert REGISTRY.get_sample_value("rlrun_sample_upload_bytes_total") == uploaded + result.size_bytes
     table = pq.read_table(io.BytesIO(_stored(minio, "samples/run_p/step_0.parquet")))
     assert table.column("completion").to_pylist() == ["hi"]

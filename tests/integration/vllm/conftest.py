@@ -59,7 +59,9 @@ def vllm_server(tree: Tree) -> Iterator[Server]:
         "--host", "127.0.0.1", "--port", str(free_port()),
         "--", "--max-model-len", "1024", "--max-num-seqs", "16", "--seed", "0",
     ]  # fmt: skip
-    server = start("vllm", argv, tree.config_path.parent, offline_env(), START_TIMEOUT_S)
+    metrics = {"RLRUN_METRICS_PORT": str(free_port()), "RLRUN_METRICS_HOST": "127.0.0.1"}
+    server = start("vllm", argv, tree.config_path.parent, offline_env(**metrics), START_TIMEOUT_S)
+    server.metrics_url = f"http://127.0.0.1:{metrics['RLRUN_METRICS_PORT']}/metrics"
     yield server
     server.stop()
 

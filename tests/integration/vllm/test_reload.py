@@ -153,3 +153,26 @@ def test_load_weights_refuses_paths_outside_the_run_dir_and_incomplete_exports(
         assert response.status_code == 400, response.text
         assert needle in response.json()["error"]["message"]
     assert httpx.get(f"{vllm_server.url}/v1/version", timeout=30).json() == version
+
+
+def test_the_metrics_port_serves_rlrun_figures_next_to_vllm_own(vllm_server, tree) -> None:
+    """One port per pod: rlrun's served version and reload latency and vLLM's own metrics together."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(vllm_server.metrics_url, timeout=30).text
+        return {
+            s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels
+        }
+
+    before = scrape()
+    path = export_weights(tree.run_dir / "weights", 11, _trainer_state(tree, None))
+    response = _load(vllm_server, path, 11)
+    assert response.status_code == 200, response.text
+    _greedy(vllm_server, tree, "red")
+    after = scrape()
+    assert after["rlrun_inference_policy_version"] == 11
+    assert after["rlrun_inference_reload_seconds_count"] == before["rlrun_inference_reload_seconds_count"] + 1
+    assert after["rlrun_inference_completions_total"] >= before["rlrun_inference_completions_total"] + 1
+    text = httpx.get(vllm_server.metrics_url, timeout=30).text
+    assert "vllm:num_requests_waiting" in text  # vLLM's queue depth, on the same port

@@ -84,9 +84,14 @@ def test_a_dead_inference_server_is_a_502_naming_it(color_stack, loop_thread) ->
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    from prometheus_client import REGISTRY
+
+    errors = REGISTRY.get_sample_value("rlrun_env_rollout_errors_total") or 0.0
     env_url = loop_thread.serve(create_app(worker_factory(color_stack.config, [dead])))
     resp = _rollouts(env_url, 0)
     assert resp.status_code == 502 and dead in resp.text
+    assert REGISTRY.get_sample_value("rlrun_env_rollout_errors_total") == errors + 1
+    assert REGISTRY.get_sample_value("rlrun_env_rollouts_in_flight") == 0
 
 
 def test_image_blind_ceiling_holds_by_construction() -> None:

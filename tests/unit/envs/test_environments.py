@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from rlrun.runtime.envs.builtin import make_environment
 from rlrun.runtime.envs.builtin.color_codeword import ColorCodeword
 from rlrun.runtime.envs.builtin.text_reverse import TextReverse
+from rlrun.runtime.envs.registry import make_environment
 from rlrun.runtime.models.tiny import build_tokenizer
 
 
@@ -62,7 +62,11 @@ def test_answers_are_single_tokens_of_the_tiny_model() -> None:
 def test_unknown_environments_and_bad_args_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown environment 'nope'"):
         make_environment("nope")
-    with pytest.raises(ValueError, match="bad args"):
+    with pytest.raises(
+        ValueError, match=r"unknown args \['colours'\]; it takes \['image_size', 'num_colours'"
+    ):
         make_environment("color-codeword", {"colours": 3})
+    with pytest.raises(ValueError, match="num_colours: Input should be a valid integer"):
+        make_environment("color-codeword", {"num_colours": "many"})
     with pytest.raises(ValueError, match=r"num_colours must be in 2\.\.10"):
         make_environment("color-codeword", {"num_colours": 11})

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from live_rollouts import produce
 
 from rlrun.runtime.assets import uri_to_path
 from rlrun.runtime.config import RuntimeConfig
 from rlrun.runtime.envs.builtin.color_codeword import ColorCodeword
-from rlrun.runtime.envs.worker import RolloutWorker, Sampling, image_token_id
-from rlrun.runtime.mm import load_image_processor
+from rlrun.runtime.envs.worker import Sampling, image_token_id
 from rlrun.runtime.orchestrator.advantages import score_groups
 from rlrun.runtime.orchestrator.loop import Orchestrator
 from rlrun.runtime.orchestrator.main import _mm_encoder
@@ -51,21 +49,8 @@ class VariedColours(ColorCodeword):
 
 
 async def _produce(stack: Any, indices: list[int]) -> list[dict[str, Any]]:
-    model = stack.config.model.name
-    async with httpx.AsyncClient(timeout=60) as client:
-        worker = RolloutWorker(
-            VariedColours(num_colours=4),
-            [stack.inference_url],
-            client,
-            stack.images_dir,
-            load_image_processor(model),
-            image_token_id(model),
-        )
-        try:
-            groups = [await worker.rollouts(i, GROUP, Sampling(max_tokens=3, seed=11 + i)) for i in indices]
-        finally:
-            worker.close()
-    return json.loads(json.dumps([r for group in groups for r in group]))  # as the orchestrator receives them
+    groups = [(i, Sampling(max_tokens=3, seed=11 + i)) for i in indices]
+    return (await produce(stack, VariedColours(num_colours=4), groups, GROUP))[0]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +76,11 @@ def _orchestrator(cfg: RuntimeConfig, tmp_path: Path, mm_encoder: Any = None) ->
     )  # type: ignore[arg-type]
 
 
+def _groups(rollouts: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(group id, seed) per group, as `Orchestrator.generate` returns them."""
+    return [(group, 0) for group in range(len(rollouts) // GROUP)]
+
+
 @contextmanager
 def _image_gone(rollout: dict[str, Any]) -> Iterator[Path]:
     """The rollout's image file disappears (swept, lost with a node), and is put back afterwards."""
@@ -110,7 +100,7 @@ def test_the_sample_log_records_each_rollouts_advantage_and_token_counts(
     counts = [(len(r["prompt_ids"]), len(r["completion_ids"])) for r in rollouts]
     advantages, _keep = score_groups([r["reward"] for r in rollouts], GROUP)
     orchestrator = _orchestrator(_config(color_stack), tmp_path)
-    samples, _filtered = orchestrator.to_samples(rollouts)
+    samples, _kept, _filtered = orchestrator.to_samples(rollouts, _groups(rollouts))
     assert samples  # the training batch is built from the same rollouts
 
     path = write_samples_parquet(tmp_path / "samples", 0, rollouts)
@@ -130,10 +120,10 @@ def test_non_deferred_materialization_drops_a_sample_whose_image_is_gone(
     rollouts = copy.deepcopy(produced)
     _advantages, keep = score_groups([r["reward"] for r in rollouts], GROUP)
     with _image_gone(rollouts[0]):
-        samples, filtered = orchestrator.to_samples(rollouts)
+        samples, kept_per_group, _filtered = orchestrator.to_samples(rollouts, _groups(rollouts))
     second = rollouts[GROUP]["example_id"]
     assert [s.example_id for s in samples] == [second] * sum(keep[GROUP:])  # the first group is dropped
-    assert filtered == len(rollouts) - len(samples)
+    assert kept_per_group == [0, len(samples)] and {s.group for s in samples} == {1}
     assert all(s.mm_kwargs is not None and s.mm_refs is None for s in samples)
 
 
@@ -142,7 +132,7 @@ def test_drop_policy_zeroes_the_loss_of_exactly_the_rows_whose_image_is_gone(
 ) -> None:
     cfg = _config(color_stack, missing_image_policy="drop")
     rollouts = copy.deepcopy(produced)
-    samples, _filtered = _orchestrator(cfg, tmp_path).to_samples(rollouts)
+    samples, _kept, _filtered = _orchestrator(cfg, tmp_path).to_samples(rollouts, _groups(rollouts))
     micro_batch = build_micro_batch(samples)  # the packer's real micro-batch: refs, not pixels
     sent = np.frombuffer(micro_batch.loss_mask, np.uint8).reshape(micro_batch.rows, micro_batch.seq_len)
     first = rollouts[0]["example_id"]

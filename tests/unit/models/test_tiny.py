@@ -154,7 +154,7 @@ def test_render_prompt_matches_the_processor_and_the_model_runs(model_dir: Path,
 def test_render_prompt_refuses_unknown_parts_and_roles(model_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    with pytest.raises(ValueError, match="role 'tool'"):
-        render_prompt([{"role": "tool", "content": "x"}], tok, processor)
+    with pytest.raises(ValueError, match="role 'narrator'"):
+        render_prompt([{"role": "narrator", "content": "x"}], tok, processor)
     with pytest.raises(ValueError, match="part type 'audio'"):
         render_prompt([{"role": "user", "content": [{"type": "audio"}]}], tok, processor)

@@ -51,12 +51,13 @@ def test_ranks_per_node_default(gpus, procs, ranks, make_run):
 
 
 def test_max_run_name_is_derived_from_the_longest_child_name():
-    # "-trainer-1023" (an Indexed Job pod hostname) and "-orchestrator" are the longest: 63 - 13 = 50.
-    assert len(names.LONGEST_NAME_SUFFIX) == len(f"-trainer-{names.MAX_TRAINER_NODES - 1}") == 13
-    assert names.MAX_RUN_NAME_LENGTH == 50
-    check_run_name("a" * 50)
-    with pytest.raises(ValueError, match="at most 50 characters"):
-        check_run_name("a" * 51)
+    # "-inference-255" (a StatefulSet pod hostname) is the longest suffix (63 - 14 = 49), but the inference
+    # StatefulSet's own name binds first: its pods' controller-revision-hash label is <name>-<10 chars>.
+    assert len(names.LONGEST_NAME_SUFFIX) == len(f"-inference-{names.MAX_INFERENCE_REPLICAS - 1}") == 14
+    assert names.MAX_RUN_NAME_LENGTH == names.STATEFULSET_NAME_MAX - len("-inference") == 42
+    check_run_name("a" * 42)
+    with pytest.raises(ValueError, match="at most 42 characters"):
+        check_run_name("a" * 43)
     with pytest.raises(ValueError, match="DNS-1035"):
         check_run_name("Upper")
 
@@ -86,3 +87,35 @@ def test_status_reads_what_the_api_server_returns():
 def test_backoff_doubles_and_is_capped():
     policy = FailurePolicy(backoff_seconds=10, backoff_max_seconds=35)
     assert [policy.backoff(n) for n in range(4)] == [10, 20, 35, 35]
+
+
+@pytest.mark.parametrize("env_id", ["text-reverse", "my-task", "my_pkg.envs:make_env", "pkg:Cls.build"])
+def test_environment_ids_are_names_or_import_paths(make_run, env_id):
+    spec = make_run({"envWorkers": {"environment": {"id": env_id}}}).spec
+    assert to_runtime_config("demo", spec).env_workers.environment.id == env_id
+
+
+@pytest.mark.parametrize("env_id", ["../x", "a:b:c", "pkg:", "pkg/mod:f", "-x"])
+def test_environment_ids_that_are_neither_are_refused(make_run, env_id):
+    with pytest.raises(ValidationError, match="String should match pattern"):
+        make_run({"envWorkers": {"environment": {"id": env_id}}})
+
+
+def test_package_index_credentials_need_an_index(make_run):
+    with pytest.raises(ValidationError, match="credentialsSecret is only used with an index"):
+        make_run({"envWorkers": {"packages": {"requirements": ["x"], "credentialsSecret": "s"}}})
+    spec = make_run(
+        {"envWorkers": {"packages": {"indexUrl": "https://p/simple", "credentialsSecret": "s"}}}
+    ).spec
+    assert (
+        "credentialsSecret"
+        not in to_runtime_config("demo", spec).model_dump(by_alias=True)["envWorkers"]["packages"]
+    )
+
+
+def test_package_install_timeout_reaches_the_runtime_config_and_is_bounded(make_run):
+    spec = make_run({"envWorkers": {"packages": {"requirements": ["x"], "installTimeoutSeconds": 120}}}).spec
+    runtime = to_runtime_config("demo", spec).env_workers.packages
+    assert runtime.install_timeout_seconds == 120
+    with pytest.raises(ValidationError, match="installTimeoutSeconds"):
+        make_run({"envWorkers": {"packages": {"installTimeoutSeconds": 0}}})

@@ -31,7 +31,8 @@ from torch.distributed.run import get_args_parser
 from rlrun.operator.api import RLRun
 from rlrun.operator.progress import ProgressStore, progress_app
 from rlrun.operator.render import render_children
-from rlrun.runtime.config import Progress
+from rlrun.runtime import podlog
+from rlrun.runtime.config import Progress, attempt_log_dir
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((REPO / "manifests/examples").glob("*.yaml"))
@@ -40,6 +41,7 @@ OPERATOR_URL = "http://rlrun-operator.rlrun-system.svc:8081"
 ATTEMPT = 2
 TOKEN = "progress-token-from-the-secret"
 COMPONENT = "app.kubernetes.io/component"
+POD_NAME = "demo-pod-0-x7k2q"
 PEER_ENV = {"RLRUN_INFERENCE_URLS": "inference", "RLRUN_ENV_WORKER_URLS": "env-workers"}
 
 
@@ -67,6 +69,8 @@ def pod_env(container: dict[str, Any]) -> dict[str, str]:
             env[e["name"]] = TOKEN
         elif "job-completion-index" in source.get("fieldRef", {}).get("fieldPath", ""):
             env[e["name"]] = "0"
+        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[e["name"]] = POD_NAME
     return env
 
 
@@ -89,7 +93,12 @@ class Entry:
 
 
 def entry_point(argv: list[str]) -> Entry:
-    """Resolve a container's argv to the runtime module that parses it, as the image would run it."""
+    """Resolve a container's argv to the runtime module that parses it, as the image would run it: the
+    log wrapper every container starts with is resolved like any console script, and its own argument
+    parsing yields the role's argv."""
+    (wrapper,) = entry_points(group="console_scripts", name=argv[0])
+    assert wrapper.value == "rlrun.runtime.podlog:main", argv
+    argv = podlog.child_argv(argv[1:])
     if argv[0] == "torchrun":
         args = get_args_parser().parse_args(argv[1:])
         assert args.module, f"torchrun must run a module (-m), got {argv}"
@@ -110,19 +119,30 @@ def _role_module(target: str) -> str:
     return target
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+
 def resolve_url(url: str, objs: list[dict[str, Any]]) -> tuple[str, int]:
     """(component, container port) that a Service URL reaches: Service name + port -> targetPort (a
     port name) -> the workload its selector picks -> that container port's number."""
     parts = urlsplit(url)
-    svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == parts.hostname)
+    labels = (parts.hostname or "").split(".")
+    # A StatefulSet pod's own name: <pod>.<headless Service>[.<namespace>.svc], pod = <StatefulSet>-<ordinal>.
+    pod, svc_name = (labels[0], labels[1]) if len(labels) > 1 else (None, labels[0])
+    svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == svc_name)
     port = next(p for p in svc["spec"]["ports"] if p["port"] == parts.port)
     selector = svc["spec"]["selector"]
     workload = next(
         o
         for o in objs
-        if o["kind"] in ("Deployment", "Job")
-        and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+        if o["kind"] in WORKLOADS and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
     )
+    if pod is not None:
+        assert svc["spec"]["clusterIP"] == "None" and workload["spec"]["serviceName"] == svc_name, url
+        name, ordinal = pod.rsplit("-", 1)
+        assert name == workload["metadata"]["name"] and int(ordinal) < workload["spec"]["replicas"], url
+        if len(labels) > 2:
+            assert labels[2:] == [workload["metadata"]["namespace"], "svc"], url
     (c,) = workload["spec"]["template"]["spec"]["containers"]
     number = next(p["containerPort"] for p in c["ports"] if p["name"] == port["targetPort"])
     return selector[COMPONENT], number
@@ -134,7 +154,7 @@ def http_port(container: dict[str, Any]) -> int:
 
 def containers(objs: list[dict[str, Any]]):
     for o in objs:
-        if o["kind"] in ("Deployment", "Job"):
+        if o["kind"] in WORKLOADS:
             for c in o["spec"]["template"]["spec"]["containers"]:
                 yield o["metadata"]["labels"][COMPONENT], c
 
@@ -154,7 +174,9 @@ def test_every_container_parses_to_the_port_its_service_targets_and_reaches_its_
         if component == "inference":
             args = settings[0] if isinstance(settings, tuple) else settings
             assert args.port == http_port(c) and args.host == "0.0.0.0"
-            assert inference == [("inference", args.port)]
+            # one URL per replica (each pod by its own name), all reaching this port
+            replicas = RLRun.model_validate(yaml.safe_load(example.read_text())).spec.inference.replicas
+            assert inference == [("inference", args.port)] * replicas
             if isinstance(settings, tuple):  # vLLM: its own arguments pass through untouched
                 tp = str(
                     RLRun.model_validate(
@@ -172,7 +194,7 @@ def test_every_container_parses_to_the_port_its_service_targets_and_reaches_its_
         elif component == "trainer":
             assert entry.run_target == "rlrun.runtime.trainer"
             assert [resolve_url(u, objs) for u in settings.inference_url] == inference
-            torchrun = get_args_parser().parse_args(pod_argv(c, env)[1:])
+            torchrun = get_args_parser().parse_args(podlog.child_argv(pod_argv(c, env)[1:])[1:])
             job = next(
                 o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"][COMPONENT] == component
             )
@@ -193,6 +215,29 @@ def test_every_container_parses_to_the_port_its_service_targets_and_reaches_its_
             )  # fmt: skip
         seen.add(component)
     assert seen == {"inference", "env-workers", "orchestrator", "trainer"}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_container_logs_to_its_attempt_and_pod_on_the_run_volume(example, tmp_path):
+    """Every role starts through the log wrapper, which (from the env the pod gets and the ConfigMap's
+    config file) writes `<run_dir>/logs/attempt-<n>/<component>-<pod>.log` on the mounted run volume: n is
+    the Job's attempt for the trainer and the orchestrator, 0 for the servers (not restarted as attempts)."""
+    objs = children(example)
+    config = next(o for o in objs if o["kind"] == "ConfigMap")["data"]["config.json"]
+    (tmp_path / "config.json").write_text(config)  # the ConfigMap as mounted
+    seen = {}
+    for component, c in containers(objs):
+        assert c["command"][:2] == ["rlrun-podlog", "--"], c["command"]
+        env = pod_env(c)
+        assert env["RLRUN_CONFIG"] == "/etc/rlrun/config.json"
+        path, cfg = podlog.pod_log({**env, "RLRUN_CONFIG": str(tmp_path / "config.json")})
+        attempt = ATTEMPT if component in ("trainer", "orchestrator") else 0
+        assert path == attempt_log_dir(cfg.run_dir, attempt) / f"{component}-{POD_NAME}.log"
+        assert str(cfg.run_dir).startswith("/data/outputs/run_")
+        data = next(m for m in c["volumeMounts"] if m["name"] == "data")
+        assert path.is_relative_to(data["mountPath"]) and not data.get("readOnly")
+        seen[component] = path
+    assert set(seen) == {"inference", "env-workers", "orchestrator", "trainer"}
 
 
 def test_every_python_m_target_really_runs_its_role():

@@ -58,7 +58,7 @@ def observed(desired: list[dict[str, Any]], ready: bool = True, attempts: dict[s
         if kind == "Job" and attempts and component in attempts:
             key = "rlrun.dev/trainer-attempt" if component == "trainer" else "rlrun.dev/orchestrator-attempt"
             obj["metadata"]["labels"][key] = str(attempts[component])
-        if ready and kind == "Deployment":
+        if ready and kind in ("Deployment", "StatefulSet"):
             obj["status"] = {"readyReplicas": obj["spec"]["replicas"]}
         if ready and kind == "Job":
             n = obj["spec"].get("parallelism", 1)

@@ -30,10 +30,10 @@ def pass_over(objs):
 
 def test_a_hand_edited_image_and_configmap_are_reapplied_with_an_event():
     objs = observed(rendered(body())(0))
-    find(objs, "Deployment", "inference")["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    find(objs, "StatefulSet", "inference")["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
     find(objs, "ConfigMap", "config")["data"]["config.json"] = "{}"
     p = pass_over(objs)
-    assert sorted(o["kind"] for o in p.apply) == ["ConfigMap", "Deployment"]
+    assert sorted(o["kind"] for o in p.apply) == ["ConfigMap", "StatefulSet"]
     drift = [e.message for e in p.events if e.reason == "DriftReverted"]
     assert any("spec.template.spec.containers[0].image" in m for m in drift) and len(drift) == 2
     assert pass_over(observed(rendered(body())(0))).apply == []  # no drift, no writes

@@ -87,3 +87,32 @@ def test_a_standby_replica_refuses_pushes_and_pokes_nothing():
     resp, poked, held = asyncio.run(scenario())
     assert resp.status_code == 503 and resp.headers["connection"] == "close"
     assert poked == [] and held is None
+
+
+def test_the_largest_report_the_runtime_may_send_is_accepted():
+    """256 inference replicas with the longest names and errors the Progress model allows."""
+    from rlrun.runtime.config import ReplicaProgress
+
+    replicas = [ReplicaProgress(name="r" * 253, in_sync=False, error="e" * 256) for _ in range(256)]
+    body = Progress(run_id="run-a", max_steps=10, step=1, weights_version=3, inference_replicas=replicas)
+
+    async def scenario():
+        async def token_of(ns, secret, refresh):
+            return b"s3cret"
+
+        runner = web.AppRunner(progress_app(ProgressStore(), token_of, lambda ns, name: None))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/namespaces/ns/rlruns/run-a/progress"
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                return await http.post(
+                    url,
+                    content=body.model_dump_json(by_alias=True),
+                    headers={"Authorization": "Bearer s3cret"},
+                )
+        finally:
+            await runner.cleanup()
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 202, response.text

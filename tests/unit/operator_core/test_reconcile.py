@@ -3,10 +3,12 @@
 from operator_builders import T0, URL, body, find, later, observed, pod, rendered
 from operator_builders import settings as settings_of
 
+from rlrun.operator.api import RLRun, to_runtime_config
 from rlrun.operator.observe import observe
 from rlrun.operator.reconcile import plan
 from rlrun.operator.restarts import GroupState, StallPolicy
 from rlrun.operator.status import RunStatus
+from rlrun.runtime.config import forensics_dir
 
 
 def run_pass(data, children, stored=None, now=T0, progress=None, stall=None):
@@ -80,7 +82,9 @@ def test_trainer_pod_failure_restarts_the_group_after_backoff_leaving_inference_
     assert job["spec"]["template"]["metadata"]["labels"]["rlrun.dev/trainer-attempt"] == "1"
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RLRUN_ATTEMPT"] == "1"
-    assert not any(d[1] == "Deployment" for d in p.delete + p2.delete + p3.delete + p4.delete)
+    assert not any(
+        d[1] in ("Deployment", "StatefulSet") for d in p.delete + p2.delete + p3.delete + p4.delete
+    )
 
 
 def test_failure_past_max_restarts_fails_the_run_and_releases_every_workload():
@@ -120,7 +124,7 @@ def test_suspend_stops_jobs_and_scales_deployments_to_zero_and_resume_undoes_it(
     p = run_pass(data, observe(objs), RunStatus(phase="Running", observed_generation=1, start_time=T0))
     assert p.status.phase == "Suspended"
     assert sorted(p.suspend) == [("color-codeword-orchestrator", True), ("color-codeword-trainer", True)]
-    assert {o["spec"]["replicas"] for o in p.apply if o["kind"] == "Deployment"} == {0}
+    assert {o["spec"]["replicas"] for o in p.apply if o["kind"] in ("Deployment", "StatefulSet")} == {0}
     for job in (o for o in objs if o["kind"] == "Job"):
         job["spec"]["suspend"] = True
     resumed = body()
@@ -172,6 +176,9 @@ def test_stall_sets_the_condition_emits_an_event_and_restarts_the_trainer_group(
     stalled = p.status.condition("Stalled")
     assert stalled["status"] == "True" and "step 7" in stalled["message"]
     assert [e.reason for e in p.events] == ["Stalled", "TrainerRestart"]
+    # the Event names where the stopping pods' wrappers leave every process's stacks (runtime/podlog.py)
+    run_dir = to_runtime_config(data["metadata"]["name"], RLRun.model_validate(data).spec).run_dir
+    assert f"{forensics_dir(run_dir, 0)}/ on volume {data['metadata']['name']}-assets" in p.events[0].message
     assert p.status.trainer.restarts == 1 and p.status.progress == report
 
 

@@ -32,3 +32,33 @@ def test_round_trip_keeps_restart_bookkeeping_and_restarts_is_the_total():
 def test_missing_status_reads_as_a_fresh_run():
     st = RunStatus.from_dict(None)
     assert st.phase == "" and st.trainer == GroupState() and st.conditions == []
+
+
+def test_weights_in_sync_names_each_lagging_replica_and_survives_a_status_round_trip():
+    """From the orchestrator's own report (SyncState -> Progress) through the intake to the condition."""
+    from rlrun.operator.progress import to_status
+    from rlrun.operator.status import take_progress, weights_in_sync
+    from rlrun.runtime.config import Progress
+    from rlrun.runtime.orchestrator.replicas import Replica, SyncState
+
+    state = SyncState(
+        4,
+        (
+            Replica("http://demo-inference-0.demo-inference.ns.svc:8000", 4),
+            Replica("http://demo-inference-1.demo-inference.ns.svc:8000", 3),
+            Replica("http://demo-inference-2.demo-inference.ns.svc:8000", None, "ConnectError"),
+        ),
+    )
+    report = Progress(run_id="demo", max_steps=9, weights_version=4, inference_replicas=state.report())
+    st = RunStatus()
+    take_progress(st, to_status(report), T0)
+    ok, reason, message = weights_in_sync(st.inference)
+    assert not ok and reason == "ReplicasLagging"
+    assert message == (
+        "1/3 replicas serve weights version 4; demo-inference-1 serves 3, "
+        "demo-inference-2 gave no version (ConnectError)"
+    )
+    back = RunStatus.from_dict(st.to_dict())  # what a restarted operator reads back
+    assert weights_in_sync(back.inference) == (ok, reason, message)
+    assert [r.get("servedVersion") for r in back.to_dict()["inference"]["replicas"]] == [4, 3, None]
+    assert weights_in_sync(None) is None

@@ -29,6 +29,7 @@ from rlrun.cli import build_parser
 from rlrun.operator import names
 from rlrun.operator.crd import crd_yaml
 from rlrun.operator.kube import CHILD_KINDS
+from rlrun.operator.namespaces import WATCHED
 
 K8S_VERSION = "1.36"  # the test control plane's minor (tools/controlplane/build.sh)
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "KopfPeering", "ClusterKopfPeering"}
@@ -42,6 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "replicas": {"replicaCount": 3},
     "replicas-cluster-wide": {"replicaCount": 2, "rbac.clusterWide": True},
     "no-metrics": {"metrics.enabled": False, "metrics.serviceMonitor.enabled": True},
+    "run-monitoring": {"runMonitoring.podMonitor.enabled": True, "runMonitoring.dashboard.enabled": True},
 }
 
 
@@ -131,7 +133,7 @@ def test_default_rbac_is_namespaced_and_exactly_what_the_operator_calls():
     assert rules[(names.GROUP, f"{names.PLURAL}/status")] == {"patch"}
     assert rules[("", "secrets")] == {"get", "list", "create"}  # the progress token only
     assert rules[("", "events")] == {"create"}
-    for watched in (("batch", "jobs"), ("", "pods"), ("apps", "deployments")):  # handlers.WATCHED_CHILDREN
+    for watched in WATCHED:  # what kopf lists and watches (namespaces.WATCHED, handlers.WATCHED_CHILDREN)
         assert {"list", "watch"} <= rules[watched], watched
     every_verb = set().union(*rules.values())
     assert every_verb <= {"get", "list", "watch", "create", "patch", "delete"}, every_verb

@@ -14,7 +14,7 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path):
     assert latest_complete(tmp_path) == 4
     assert load_checkpoint(tmp_path, 4)["w"].item() == 4.0
     save_checkpoint(tmp_path, 6, {"w": torch.tensor([6.5])})  # the re-save replaces the leftover
-    assert complete_steps(tmp_path) == [4, 6]  # pruned to the newest two
+    assert complete_steps(tmp_path) == [2, 4, 6]  # pruning is retention's (runtime/retention.py)
     assert load_checkpoint(tmp_path, 6)["w"].item() == 6.5
     assert not list(tmp_path.glob(".step_*"))
 

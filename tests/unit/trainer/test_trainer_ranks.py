@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
@@ -79,3 +80,39 @@ def test_two_ranks_train_checkpoint_and_resume(tmp_path):
     assert complete_steps(cfg.run_dir / "checkpoints") == [2, 3]
     assert sorted(p.name for p in (cfg.run_dir / "rollouts").iterdir()) == ["step_2"]  # for checkpoint 2
     assert (cfg.run_dir / "weights" / "step_3" / "DONE").is_file()
+
+
+def _weights_delta(run_dir: Path, older: int, newer: int) -> float:
+    a = load_file(str(run_dir / "weights" / f"step_{older}" / "model.safetensors"))
+    b = load_file(str(run_dir / "weights" / f"step_{newer}" / "model.safetensors"))
+    return sum(float((b[k].float() - a[k].float()).norm() ** 2) for k in a) ** 0.5
+
+
+def test_a_step_trained_on_few_informative_groups_moves_the_policy_less(tmp_path):
+    """Batch 1 holds one of its step's three groups (the orchestrator dropped two degenerate ones): with
+    `scaleStepBySignal` its learning rate, so its update (Adam's, given the same moments), is a third."""
+    deltas = {}
+    for scaled in (True, False):
+        cfg = _config(tmp_path / str(scaled), max_steps=2)
+        cfg.trainer.scale_step_by_signal = scaled
+        (cfg.run_dir / "config.json").write_text(cfg.to_json())
+        resolve_model(cfg.model.name, cfg.run_dir)
+        for step, groups in ((0, (0, 1, 2)), (1, (3,))):
+            samples = [
+                TrainingSample(
+                    pack_ints([1, 2, 3]),
+                    pack_ints([4 + i, 5]),
+                    pack_floats([-5.0, -5.0]),
+                    (-1.0) ** i,
+                    0.0,
+                    group=group,
+                )
+                for group in groups
+                for i in range(2)
+            ]
+            write_batch(cfg.run_dir / "rollouts", TrainingBatch(step, samples))
+        _torchrun(cfg)
+        for rank in (0, 1):
+            assert [r["signal_fraction"] for r in _metrics(cfg, rank)] == [1.0, 1 / 3]
+        deltas[scaled] = _weights_delta(cfg.run_dir, 1, 2)
+    assert deltas[True] == pytest.approx(deltas[False] / 3, rel=0.02), deltas
