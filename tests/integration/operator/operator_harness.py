@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,7 +123,12 @@ def bind_volume(kube: Any, namespace: str, name: str) -> None:
     volume = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
-        "metadata": {"name": f"pv-{namespace}-{name}", "labels": {"rlrun-test": namespace}},
+        # A fresh name each time: a run deleted and created again under the same name leaves its old volume
+        # being released and deleted (reclaim policy Delete), and applying over that name races the deletion.
+        "metadata": {
+            "name": f"pv-{namespace}-{name}-{uuid.uuid4().hex[:8]}",
+            "labels": {"rlrun-test": namespace},
+        },
         "spec": {
             "capacity": {"storage": "100Gi"},
             "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
