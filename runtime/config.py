@@ -68,6 +68,10 @@ VOLUME_NOT_WRITABLE = "VolumeNotWritable"
 operator fails the run with this reason instead of spending restarts on a volume no restart can fix."""
 DEFAULT_TERMINATION_GRACE_SECONDS = 60
 MIN_TERMINATION_GRACE_SECONDS = 5
+MIN_MAX_SEQ_LEN = 16
+"""`trainer.maxSeqLen` bounds: below 16 tokens no chat template leaves room for a completion; above 2^20 the
+limit bounds nothing a trainer could hold (it is there to catch a typo'd extra digit, not to tune)."""
+MAX_MAX_SEQ_LEN = 1 << 20
 TORCHRUN_GRACE_MARGIN_SECONDS = 3
 
 
@@ -369,6 +373,14 @@ class TrainerConfig(Section):
         description="Multiply each step's learning rate by the share of its groups that carry signal "
         "(non-degenerate), so a step trained on a few groups moves the policy proportionally less; off: "
         "every step with any signal is a full-size step (plain GRPO with degenerate-group filtering).",
+    )
+    max_seq_len: int | None = Field(
+        None,
+        ge=MIN_MAX_SEQ_LEN,
+        le=MAX_MAX_SEQ_LEN,
+        description="Longest training sample in tokens (prompt + completion), a bound on trainer memory: a "
+        "longer sample is cut there (before an image the cut would split, dropping the images cut off); one "
+        "left with no trained token is dropped and counted (metrics.jsonl samples_too_long). Unset: no limit.",
     )
     termination_grace_period_seconds: int = Field(
         DEFAULT_TERMINATION_GRACE_SECONDS,

@@ -35,6 +35,10 @@ class EncodedTensor(msgspec.Struct, array_like=True, gc=False):
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
 
 
+MODALITY = "image"
+"""The one modality MMRefs carry: the key of the descriptor's per-modality lists."""
+
+
 class MMRefs(msgspec.Struct, array_like=True, gc=False):
     """Descriptor-only multimodal data plus where the source images are.
 

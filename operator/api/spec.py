@@ -246,6 +246,7 @@ class TrainerSpec(Section):
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style clipping of the importance ratio.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clip.")
     scale_step_by_signal: bool = TrainerConfig.model_fields["scale_step_by_signal"]
+    max_seq_len: int | None = TrainerConfig.model_fields["max_seq_len"]
     termination_grace_period_seconds: int = TrainerConfig.model_fields["termination_grace_period_seconds"]
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     scheduling: PodScheduling = Field(default_factory=PodScheduling)
@@ -537,6 +538,7 @@ def to_runtime_config(name: str, spec: RLRunSpec, *, asset_root: str = DEFAULT_A
             clip_epsilon=t.clip_epsilon,
             max_grad_norm=t.max_grad_norm,
             scale_step_by_signal=t.scale_step_by_signal,
+            max_seq_len=t.max_seq_len,
             termination_grace_period_seconds=t.termination_grace_period_seconds,
         ),
         env_workers=EnvWorkersConfig(

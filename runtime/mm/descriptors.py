@@ -21,9 +21,7 @@ from rlrun.runtime.assets import content_hash
 from rlrun.runtime.config import DEFAULT_MAX_IMAGE_PIXELS
 from rlrun.runtime.mm.images import ImageSource, image_size, read_source
 from rlrun.runtime.mm.processor import Geometry
-from rlrun.runtime.wire import MMRefs
-
-MODALITY = "image"
+from rlrun.runtime.wire import MODALITY, MMRefs
 
 
 def image_token_count(grid_thw: Sequence[int] | Sequence[Sequence[int]], merge_size: int) -> int:

@@ -28,10 +28,12 @@ from rlrun.runtime.orchestrator.memory import release_memory
 from rlrun.runtime.orchestrator.progress import ProgressPublisher
 from rlrun.runtime.orchestrator.replicas import SyncState, settle_replicas, wait_for_replicas
 from rlrun.runtime.orchestrator.samples import (
+    fit_to_max_seq_len,
     policy_lag,
     rewards_by_version,
+    sample_parts,
     strip_token_arrays,
-    to_training_samples,
+    to_training_sample,
 )
 from rlrun.runtime.orchestrator.state import OrchestratorState, save_state, write_ledger
 from rlrun.runtime.orchestrator.stopping import COMMIT
@@ -147,17 +149,32 @@ class Orchestrator:
 
     def to_samples(
         self, rollouts: list[dict[str, Any]], groups: list[tuple[int, int]]
-    ) -> tuple[list[TrainingSample], list[int], int]:
+    ) -> tuple[list[TrainingSample], list[int], int, dict[str, int]]:
         """The step's training samples (each naming its group; a multi-turn rollout may give several), how
-        many samples each group kept, and how many rollouts trained nothing (degenerate group, lost image).
-        Each rollout keeps only what sample logging records."""
+        many samples each group kept, how many rollouts trained nothing (degenerate group, lost image, too
+        long), and how many samples `trainer.maxSeqLen` cut and dropped (metrics.jsonl `samples_truncated`,
+        `samples_too_long`). Each rollout keeps only what sample logging records."""
         size = self.cfg.orchestrator.group_size
+        max_seq_len = self.cfg.trainer.max_seq_len
         advantages, keep = score_groups([r["reward"] for r in rollouts], size)
         samples: list[TrainingSample] = []
         kept_per_group = [0] * len(groups)
         filtered = 0
+        lengths = {"samples_truncated": 0, "samples_too_long": 0}
         for i, (rollout, advantage, kept) in enumerate(zip(rollouts, advantages, keep, strict=True)):
-            produced = to_training_samples(rollout, advantage) if kept else []
+            produced: list[TrainingSample] = []
+            for part in sample_parts(rollout) if kept else []:
+                fitted = fit_to_max_seq_len(part, max_seq_len)
+                if fitted.outcome == "truncated":
+                    lengths["samples_truncated"] += 1
+                if fitted.part is None:
+                    lengths["samples_too_long"] += 1
+                    log.warning(
+                        "sample of %r (group %d) dropped: longer than trainer.maxSeqLen=%s and %s",
+                        part.get("example_id", ""), groups[i // size][0], max_seq_len, fitted.reason,
+                    )  # fmt: skip
+                    continue
+                produced.append(to_training_sample(fitted.part, advantage))
             strip_token_arrays(rollout, advantage)
             before = len(samples)
             for sample in produced:
@@ -172,7 +189,7 @@ class Orchestrator:
                 kept_per_group[i // size] += 1
                 samples.append(sample)
             filtered += len(samples) == before
-        return samples, kept_per_group, filtered
+        return samples, kept_per_group, filtered, lengths
 
     def _ledger_groups(
         self, rollouts: list[dict[str, Any]], groups: list[tuple[int, int]], kept: list[int]
@@ -193,7 +210,7 @@ class Orchestrator:
         save_state(self.run_dir / "orchestrator", self.state)
         rollouts, groups = await self.generate(step, routed)
         t_gen = time.perf_counter()
-        samples, kept, filtered = self.to_samples(rollouts, groups)
+        samples, kept, filtered, lengths = self.to_samples(rollouts, groups)
         with COMMIT.committing():  # from the batch on, a SIGTERM waits until the step is recorded
             write_batch(self.run_dir / "rollouts", TrainingBatch(step=step, samples=samples))
             ledger = self._ledger_groups(rollouts, groups, kept)
@@ -209,6 +226,7 @@ class Orchestrator:
                 "reward_mean": sum(rewards) / len(rewards),
                 "rollouts": len(rollouts),
                 "filtered": filtered,
+                **lengths,
                 "groups": len(groups),
                 "groups_filtered": sum(g["filtered"] for g in ledger),
                 "policy_lag": lag,

@@ -100,7 +100,7 @@ def test_the_sample_log_records_each_rollouts_advantage_and_token_counts(
     counts = [(len(r["prompt_ids"]), len(r["completion_ids"])) for r in rollouts]
     advantages, _keep = score_groups([r["reward"] for r in rollouts], GROUP)
     orchestrator = _orchestrator(_config(color_stack), tmp_path)
-    samples, _kept, _filtered = orchestrator.to_samples(rollouts, _groups(rollouts))
+    samples, _kept, _filtered, _lengths = orchestrator.to_samples(rollouts, _groups(rollouts))
     assert samples  # the training batch is built from the same rollouts
 
     path = write_samples_parquet(tmp_path / "samples", 0, rollouts)
@@ -120,7 +120,7 @@ def test_non_deferred_materialization_drops_a_sample_whose_image_is_gone(
     rollouts = copy.deepcopy(produced)
     _advantages, keep = score_groups([r["reward"] for r in rollouts], GROUP)
     with _image_gone(rollouts[0]):
-        samples, kept_per_group, _filtered = orchestrator.to_samples(rollouts, _groups(rollouts))
+        samples, kept_per_group, _filtered, _lengths = orchestrator.to_samples(rollouts, _groups(rollouts))
     second = rollouts[GROUP]["example_id"]
     assert [s.example_id for s in samples] == [second] * sum(keep[GROUP:])  # the first group is dropped
     assert kept_per_group == [0, len(samples)] and {s.group for s in samples} == {1}
@@ -132,7 +132,7 @@ def test_drop_policy_zeroes_the_loss_of_exactly_the_rows_whose_image_is_gone(
 ) -> None:
     cfg = _config(color_stack, missing_image_policy="drop")
     rollouts = copy.deepcopy(produced)
-    samples, _kept, _filtered = _orchestrator(cfg, tmp_path).to_samples(rollouts, _groups(rollouts))
+    samples, _kept, _filtered, _lengths = _orchestrator(cfg, tmp_path).to_samples(rollouts, _groups(rollouts))
     micro_batch = build_micro_batch(samples)  # the packer's real micro-batch: refs, not pixels
     sent = np.frombuffer(micro_batch.loss_mask, np.uint8).reshape(micro_batch.rows, micro_batch.seq_len)
     first = rollouts[0]["example_id"]

@@ -119,3 +119,12 @@ def test_package_install_timeout_reaches_the_runtime_config_and_is_bounded(make_
     assert runtime.install_timeout_seconds == 120
     with pytest.raises(ValidationError, match="installTimeoutSeconds"):
         make_run({"envWorkers": {"packages": {"installTimeoutSeconds": 0}}})
+
+
+def test_max_seq_len_reaches_the_runtime_config_and_is_bounded(make_run):
+    assert to_runtime_config("demo", make_run({}).spec).trainer.max_seq_len is None  # no limit by default
+    spec = make_run({"trainer": {"maxSeqLen": 4096}}).spec
+    assert to_runtime_config("demo", spec).trainer.max_seq_len == 4096
+    for too_small in (0, 15):
+        with pytest.raises(ValidationError, match=r"trainer\.maxSeqLen"):
+            make_run({"trainer": {"maxSeqLen": too_small}})
