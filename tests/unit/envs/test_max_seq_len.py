@@ -175,3 +175,15 @@ def test_the_orchestrator_counts_and_logs_what_the_limit_cut_and_dropped(
     dropped = [r for r in caplog.records if "maxSeqLen" in r.getMessage()]
     assert len(dropped) == len(trained)
     assert {p["example_id"] for p in trained} <= {str(r.args[0]) for r in dropped}  # type: ignore[index]
+
+
+def test_a_sample_with_images_but_no_spans_is_dropped_rather_than_cut_blind(rollouts) -> None:
+    """Placeholders are optional in a descriptor; without them no cut can be known to miss every image."""
+    parts = [p for p in _parts(rollouts) if _spans(p)]
+    assert parts, "precondition: a sample with an image"
+    for part in parts:
+        mm = copy.deepcopy(part["mm"])
+        del mm["descriptor"]["mm_placeholders"]
+        length = len(part["prompt_ids"]) + len(part["completion_ids"])
+        fitted = fit_to_max_seq_len({**part, "mm": mm}, length - 1)
+        assert fitted.part is None and "placeholder" in fitted.reason
