@@ -10,7 +10,11 @@ Measures, each next to its baseline in the same run, with the default Qwen2-VL i
      in a fresh process: refs at the full batch size, pixels at a smaller one (it grows linearly: 23 MB
      per image) and extrapolated;
   3. materialization images/s at 1024x1024 (distinct images, and each image in 4 slots) vs the bare
-     processor: read + decode + process every slot sequentially, then concatenate (the same output).
+     processor: read + decode + process every slot sequentially, then concatenate (the same output);
+     then, where torchvision is importable, the PIL processor rlrun loads vs transformers' torchvision one
+     on the same images (images/s per core, one torch thread) and how far apart their pixel_values are
+     (runtime/mm/processor.py says why rlrun keeps PIL; the venv has no torchvision, so to re-measure:
+     `uv pip install --python .venv/bin/python torchvision==0.29.1`, torch 2.14's release).
 """
 
 from __future__ import annotations
@@ -222,6 +226,44 @@ def throughput(processor: Any, uris: list[str], reps: int) -> list[tuple[str, in
     return rows
 
 
+def torchvision_processor(model_dir: Path) -> Any | None:
+    """transformers' torchvision Qwen2-VL processor from the same settings, or None without torchvision."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return None
+    from transformers import Qwen2VLImageProcessor
+
+    return Qwen2VLImageProcessor.from_pretrained(str(model_dir))
+
+
+def compare_processors(pil: Any, tv: Any, uris: list[str], reps: int) -> dict[str, float]:
+    """Best-of-`reps` bare images/s of each processor (alternating) and the max |diff| of their pixels."""
+    bare(tv, uris[:1])  # warm-up, as throughput() does for the PIL one
+    pil_s: list[float] = []
+    tv_s: list[float] = []
+    for _ in range(reps):
+        pil_s.append(bare(pil, uris))
+        tv_s.append(bare(tv, uris))
+    max_diff = 0.0
+    differing = 0
+    for uri in uris:
+        with Image.open(io.BytesIO(uri_to_path(uri).read_bytes())) as image:
+            a, grid_a = process_image(pil, image)
+            b, grid_b = process_image(tv, image)
+        if grid_a != grid_b or a.shape != b.shape:
+            raise AssertionError(f"grids differ: PIL {grid_a} vs torchvision {grid_b}")
+        diff = float(np.abs(a - b).max())
+        max_diff = max(max_diff, diff)
+        differing += diff > 0
+    return {
+        "pil": len(uris) / min(pil_s),
+        "torchvision": len(uris) / min(tv_s),
+        "max_diff": max_diff,
+        "differing": differing,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,6 +324,19 @@ def main() -> None:
         print("   case                          slots   bare img/s   Materializer img/s   ratio")
         for label, slots, base, ours in throughput(processor, sorted(uris)[: args.distinct], args.reps):
             print(f"   {label:<29} {slots:>5}   {base:>10.2f}   {ours:>18.2f}   {ours / base:>5.2f}x")
+        tv = torchvision_processor(model_dir)
+        if tv is None:
+            print("   torchvision not importable: PIL vs torchvision processor skipped")
+        else:
+            c = compare_processors(processor, tv, sorted(uris)[: args.distinct], args.reps)
+            n = len(uris[: args.distinct])
+            print(f"   bare processor, {n} distinct images, 1 torch thread (images/s per core):")
+            print(
+                f"   PIL {c['pil']:.2f}   torchvision {c['torchvision']:.2f}   ratio {c['torchvision'] / c['pil']:.2f}x"
+            )
+            print(
+                f"   pixel_values max |PIL - torchvision| = {c['max_diff']:.6g} ({c['differing']}/{n} images differ)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,20 @@
 """The model's image processor and the geometry it implies (grids, patch sizes), from the model directory.
 
-Only the Qwen2-VL family processor is supported (Qwen2-VL and Qwen2.5-VL share it). The PIL variant is
-used on purpose: the "fast" one needs torchvision, and both must give identical pixels on the orchestrator
-and the trainer, so every role loads the processor the same way, from `<model_dir>/preprocessor_config.json`.
+Only the Qwen2-VL family processor is supported (Qwen2-VL and Qwen2.5-VL share it). Every role loads it
+the same way, from `<model_dir>/preprocessor_config.json`, because the trainer's materializer must
+reproduce bit for bit the pixels the orchestrator and inference saw.
+
+The PIL variant is used on purpose, although transformers' torchvision one (`Qwen2VLImageProcessor` in
+5.x) is faster: measured (issue 21; transformers 5.23.0, torch 2.14.1, torchvision 0.29.1) it ran 1.81x
+the PIL one's images/s per core at 1024x1024 (bench/bench_mm.py section 3), but its `pixel_values` are
+not identical. Grids agree; pixels differ on every image tried (resized or not, RGB/RGBA/L/P PNG, JPEG):
+by one or two uint8 levels after normalization (max |diff| 0.015-0.030) wherever an image is resized
+(PIL's and torch's bicubic round differently), up to 0.32 on noisy images, and by float rounding
+(2.4e-7) even when no resize happens. Pixels that depend on which role
+had torchvision installed would break train/inference parity, so this module names the PIL class and the
+runtime image ships without torchvision. The latter matters too: with torchvision importable,
+`AutoImageProcessor` (the CPU engine's loader) returns the torchvision variant for the same file, and
+tests/unit/inference/test_pixel_parity.py then fails.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""A received `MicroBatch` -> model-ready tensors on this rank's device.
+"""A received `MicroBatch` -> model-ready tensors in host memory, moved to the device one at a time.
 
 Multimodal micro-batches get their pixels here: from refs through the materializer (the deferred path,
 images decoded once per distinct file) or by decoding the orchestrator's mm_kwargs. Before any forward
 the image-token count is checked against the grids, so a skewed processor fails loudly on this rank
 (and, through the fail-together barrier, on all ranks) instead of inside a collective.
+
+Every micro-batch of the step is loaded (and checked) before the first forward, but on the host: only the
+micro-batch being computed lives on the device (`MicroBatchTensors.on`), so a step's device memory is the
+model plus one micro-batch, not the model plus the whole step's pixels and tokens.
 """
 
 from __future__ import annotations
@@ -28,14 +32,29 @@ class MicroBatchTensors:
         default_factory=dict
     )  # pixel_values, grids, mm_token_type_ids
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.input_ids, self.attention_mask, self.loss_mask, self.advantages, self.inference_logprobs,
+                *self.model_kwargs.values()]  # fmt: skip
+
+    def on(self, device: torch.device) -> MicroBatchTensors:
+        """A copy on `device` (asynchronous from pinned host memory); this one stays on the host."""
+        return MicroBatchTensors(
+            **{name: getattr(self, name).to(device, non_blocking=True) for name in _GRIDS},
+            model_kwargs={k: v.to(device, non_blocking=True) for k, v in self.model_kwargs.items()},
+        )
+
+
+_GRIDS = ("input_ids", "attention_mask", "loss_mask", "advantages", "inference_logprobs")
+
 
 def _grid(data: bytes, dtype: Any, mb: MicroBatch) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(mb.rows, mb.seq_len).copy())
 
 
 def to_tensors(
-    mb: MicroBatch, materializer: Any, image_token_id: int, device: torch.device
+    mb: MicroBatch, materializer: Any, image_token_id: int, pin: bool = False
 ) -> MicroBatchTensors:
+    """Host tensors of `mb`, pinned when `pin` (a CUDA rank: the copy to the device then overlaps)."""
     tensors = MicroBatchTensors(
         input_ids=_grid(mb.input_ids, np.int32, mb).long(),
         attention_mask=_grid(mb.attention_mask, np.uint8, mb).long(),
@@ -45,9 +64,10 @@ def to_tensors(
     )
     if mb.is_multimodal:
         tensors.model_kwargs = _pixels(mb, materializer, tensors, image_token_id)
-    for name in ("input_ids", "attention_mask", "loss_mask", "advantages", "inference_logprobs"):
-        setattr(tensors, name, getattr(tensors, name).to(device))
-    tensors.model_kwargs = {k: v.to(device) for k, v in tensors.model_kwargs.items()}
+    if pin:
+        for name in _GRIDS:
+            setattr(tensors, name, getattr(tensors, name).pin_memory())
+        tensors.model_kwargs = {k: v.pin_memory() for k, v in tensors.model_kwargs.items()}
     return tensors
 
 

@@ -8,6 +8,7 @@ to keep one step from moving the policy far from the sampler.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +24,64 @@ class LossStats:
     abs_logprob_delta_sum: float
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """[rows, seq] logprob of token t under the logits at t-1; position 0 (no predictor) is 0.
+# Elements of one chunk of the fused log-probability: its float32 [rows, positions, vocab] slice is the
+# largest temporary (256 MiB; 441 positions of Qwen2-VL's 152k vocabulary), whatever the sequence length.
+LOGPROB_CHUNK_ELEMENTS = 2**26
 
-    Logits are divided by the sampling temperature so the ratio compares like with like.
+
+class _TokenLogprobs(torch.autograd.Function):
+    """logp[t] = logits[t, target] / T - logsumexp(logits[t] / T), in float32, chunk by chunk.
+
+    `log_softmax(logits.float())` materialized a float32 copy of the whole [rows, seq, vocab] logits and
+    autograd kept it until backward: on a bf16 model the largest tensor of the step, twice the logits.
+    Here only the per-position logsumexp is saved; backward rebuilds softmax one chunk at a time.
     """
-    logp = F.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-    picked = logp.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int
+    ) -> torch.Tensor:
+        wide = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 when given it
+        out = torch.empty(targets.shape, dtype=wide, device=logits.device)
+        lse = torch.empty_like(out)
+        for s in range(0, logits.shape[1], chunk):
+            part = logits[:, s : s + chunk].to(wide) / temperature
+            lse[:, s : s + chunk] = torch.logsumexp(part, dim=-1)
+            picked = part.gather(-1, targets[:, s : s + chunk].unsqueeze(-1)).squeeze(-1)
+            out[:, s : s + chunk] = picked - lse[:, s : s + chunk]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        logits, targets, lse = ctx.saved_tensors
+        t, chunk = ctx.temperature, ctx.chunk
+        grad_logits = torch.empty_like(logits)
+        for s in range(0, logits.shape[1], chunk):
+            g = grad[:, s : s + chunk].unsqueeze(-1) / t
+            # d logp / d logits = (onehot(target) - softmax) / T
+            part = (
+                -torch.exp(logits[:, s : s + chunk].to(lse.dtype) / t - lse[:, s : s + chunk].unsqueeze(-1))
+                * g
+            )
+            part.scatter_add_(-1, targets[:, s : s + chunk].unsqueeze(-1), g)
+            grad_logits[:, s : s + chunk] = part.to(logits.dtype)
+        return grad_logits, None, None, None
+
+
+def token_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0, chunk: int | None = None
+) -> torch.Tensor:
+    """[rows, seq] float32 (float64 for float64 logits) logprob of token t under the logits at t-1; position 0 (no predictor) is 0.
+
+    Logits are divided by the sampling temperature so the ratio compares like with like. No float32
+    full-vocabulary tensor of the whole sequence is built (see `_TokenLogprobs`); `chunk` (positions per
+    chunk) defaults to what fits `LOGPROB_CHUNK_ELEMENTS`.
+    """
+    rows, _, vocab = logits.shape
+    chunk = chunk or max(1, LOGPROB_CHUNK_ELEMENTS // max(rows * vocab, 1))
+    picked = _TokenLogprobs.apply(logits[:, :-1], input_ids[:, 1:].long(), temperature, chunk)
     return F.pad(picked, (1, 0))
 
 

@@ -242,9 +242,11 @@ class Trainer:
             apply_retention(plan_retention(self.cfg.run_dir, self.cfg.retention))
 
     def _load(self, mb: MicroBatch) -> MicroBatchTensors:
-        return to_tensors(mb, self.materializer, self.image_token_id, self.device)
+        return to_tensors(mb, self.materializer, self.image_token_id, pin=self.device.type == "cuda")
 
-    def _forward_backward(self, t: MicroBatchTensors, normalizer: float) -> dict[str, float]:
+    def _forward_backward(self, host: MicroBatchTensors, normalizer: float) -> dict[str, float]:
+        """One micro-batch's forward and backward; its tensors are on the device only for this call."""
+        t = host.on(self.device)
         out = self.model(
             input_ids=t.input_ids, attention_mask=t.attention_mask, use_cache=False, **t.model_kwargs
         )

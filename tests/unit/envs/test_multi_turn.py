@@ -107,7 +107,7 @@ def test_the_trainer_sees_later_turn_images_and_agrees_on_the_logprobs(episodes,
     for batch in ([s for s in samples if s.mm_refs is None], with_images):
         mb = build_micro_batch(batch)
         with _materializer(cfg, model_path) as materializer:  # counts image tokens against the grids
-            t = to_tensors(mb, materializer, image_token_id(model_path), torch.device("cpu"))
+            t = to_tensors(mb, materializer, image_token_id(model_path))
         with torch.no_grad():
             logits = model(
                 input_ids=t.input_ids, attention_mask=t.attention_mask, use_cache=False, **t.model_kwargs

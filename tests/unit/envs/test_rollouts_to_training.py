@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from live_rollouts import produce
 
 from rlrun.runtime.assets import uri_to_path
@@ -145,7 +144,7 @@ def test_drop_policy_zeroes_the_loss_of_exactly_the_rows_whose_image_is_gone(
         _image_gone(rollouts[0]),
         _materializer(cfg, model) as materializer,  # what each data rank builds
     ):
-        tensors = to_tensors(micro_batch, materializer, image_token_id(model), torch.device("cpu"))
+        tensors = to_tensors(micro_batch, materializer, image_token_id(model))
         assert materializer.reset_stats().failed == len(lost)
 
     mask = tensors.loss_mask.numpy()
