@@ -5,7 +5,7 @@
 
 Upload: a file of --mib MiB is PUT to a loopback HTTP sink that runs in its own process and only counts
 bytes (an object store would measure its disk, not the client). Each client mode runs in a fresh
-subprocess so peak RSS is its own: `streamed` is stream_put (64 KiB chunks from disk, explicit
+subprocess so peak RSS is its own: `streamed` is stream_put (chunks of several sizes from disk, explicit
 Content-Length); `in-memory` is the old path (read the file into one bytes body, PUT it). RSS growth =
 peak RSS sampled every 2 ms during the upload minus RSS just before it. Target: streamed <= 16 MB growth,
 >= 4 GB/s.
@@ -141,7 +141,8 @@ def _bench_upload(mib: int, workdir: Path) -> None:
         path.read_bytes()  # page-cache the file so no mode pays for the disk
         raw = _raw_send(url, path)
         print(f"{'raw sendfile (ceiling)':<26}{raw['gbps']:>8.2f}{'-':>16}")
-        for mode, chunk in (("in-memory", 0), ("streamed", 64 << 10), ("streamed", 1 << 20)):
+        chunks = [("streamed", size) for size in (64 << 10, 1 << 20, 4 << 20, 8 << 20)]
+        for mode, chunk in [("in-memory", 0), *chunks]:
             args = [sys.executable, __file__, "--client", mode, url, str(path), str(chunk)]
             out = subprocess.run(args, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])

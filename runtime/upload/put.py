@@ -3,7 +3,7 @@
 Why each choice:
 * Content-Length is set explicitly. Given a body iterator without it, httpx falls back to chunked transfer
   encoding, which S3 and MinIO reject on presigned PUTs.
-* The body is an async iterator of 64 KiB chunks read from disk, so memory stays flat whatever the file
+* The body is an async iterator of 1 MiB chunks read from disk, so memory stays flat whatever the file
   size and each TLS write is small (one big body made OpenSSL fail to allocate on tight pods).
 * A write timeout of 600 s: a slow link must be allowed to drain a large file; connect/pool fail fast.
 * Transient failures (5xx, timeouts, connection resets) are retried with backoff; each attempt opens the
@@ -25,7 +25,10 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
+# Measured (bench/bench_upload.py, 1 GiB to a loopback sink): 64 KiB chunks reach ~27% of sendfile, 1 MiB
+# ~65% with ~8 MB RSS growth, 4 MiB ~74% but ~15 MB (at the 16 MB bound), 8 MiB 31 MB. Per-chunk overhead
+# is gone by 1 MiB; the rest is the two user-space copies that sendfile does not make.
+CHUNK_BYTES = 1 << 20
 PUT_TIMEOUT = httpx.Timeout(connect=30.0, write=600.0, read=300.0, pool=30.0)
 ATTEMPTS = 3
 BACKOFF_S = (1.0, 2.0)  # sleeps before the 2nd and 3rd attempts

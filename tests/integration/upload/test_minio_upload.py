@@ -66,7 +66,7 @@ def _random_file(tmp_path: Path, size: int) -> Path:
 
 
 def test_bytes_round_trip_with_content_length_and_no_chunking(minio: MinioServer, tmp_path: Path) -> None:
-    path = _random_file(tmp_path, 5 * 1024 * 1024 + 123)  # not a multiple of the 64 KiB chunk
+    path = _random_file(tmp_path, 5 * 1024 * 1024 + 123)  # not a multiple of the chunk size
 
     async def go() -> None:
         proxy = RecordingProxy(minio.port)

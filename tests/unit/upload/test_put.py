@@ -28,20 +28,20 @@ async def _no_sleep(_: float) -> None:
 
 
 def test_put_sends_content_length_never_chunked(tmp_path: Path) -> None:
-    path, digest = _file(tmp_path, 600_000)  # ~9 chunks of 64 KiB
+    path, digest = _file(tmp_path, 2_600_000)  # several chunks, the last one partial
     sink = Sink()
 
     async def go() -> None:
         async with serve(sink.handle) as base:
             result = await stream_put(f"{base}/bucket/key?{SECRET_QUERY}", path)
-        assert (result.status, result.bytes_sent, result.attempts) == (200, 600_000, 1)
+        assert (result.status, result.bytes_sent, result.attempts) == (200, 2_600_000, 1)
 
     run(go())
     [seen] = sink.seen
-    assert seen.headers["Content-Length"] == "600000"
+    assert seen.headers["Content-Length"] == "2600000"
     assert "Transfer-Encoding" not in seen.headers
     assert seen.headers["Content-Type"] == "application/parquet"
-    assert (seen.size, seen.sha256) == (600_000, digest)
+    assert (seen.size, seen.sha256) == (2_600_000, digest)
 
 
 def test_5xx_is_retried_by_restreaming_the_whole_file(tmp_path: Path) -> None:
