@@ -78,10 +78,12 @@ def report(run_dir: Path, rss: dict[int, int], warmup: int, wall: float) -> None
     print(f"time per step (median over steps >= {warmup}), total wall {wall:.0f}s for {len(steps)} steps:")
     print(f"  orchestrator  step {med(orch, 'time_step_s'):.3f}s = wait for policy "
           f"{med(orch, 'time_wait_policy_s'):.3f}s + generate (env-worker + inference) "
-          f"{med(orch, 'time_generate_s'):.3f}s + write batch {med(orch, 'time_write_s'):.3f}s")  # fmt: skip
+          f"{med(orch, 'time_generate_s'):.3f}s + write batch {med(orch, 'time_write_s'):.3f}s + log samples "
+          f"{med(orch, 'time_log_samples_s'):.3f}s")  # fmt: skip
     print(f"  trainer       step {med(trainer, 'time_step_s'):.3f}s = wait for batch+fan-out "
           f"{med(trainer, 'time_wait_s'):.3f}s + load/materialize {med(trainer, 'time_load_s'):.3f}s + "
-          f"forward/backward/step {med(trainer, 'time_train_s'):.3f}s")  # fmt: skip
+          f"forward/backward/step {med(trainer, 'time_train_s'):.3f}s + publish weights/checkpoint "
+          f"{med(trainer, 'time_publish_s'):.3f}s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ async def serve(
     await web.TCPSite(runner, "0.0.0.0", status_port).start()
     sample_logger = SampleLogger(cfg.sample_upload, run_dir, run_dir, cfg.run_id)
     tracker, succeeded = None, False
+    orchestrator: Orchestrator | None = None
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=600.0)
     try:
         tracker = Tracker.open(cfg, state.attempt)  # None (no tracking library imported) unless configured
@@ -116,6 +117,8 @@ async def serve(
         await publisher.publish(publisher.current.model_copy(update=update))
         raise
     finally:
+        if orchestrator is not None:  # a stop mid-step: the committed step's samples still reach the volume
+            await orchestrator.samples_logged()
         if tracker is not None:
             await asyncio.to_thread(tracker.close, succeeded)
         await sample_logger.aclose()

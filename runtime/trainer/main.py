@@ -217,7 +217,8 @@ class Trainer:
         self._publish_weights(version)
         if version % self.cfg.trainer.checkpoint_interval == 0 or version == self.cfg.orchestrator.max_steps:
             self._checkpoint(version)
-        self._log_metrics(step, mbs, stats, grad_norm, signal, t0, t_wait, t_load, t_train)
+        t_publish = time.perf_counter()
+        self._log_metrics(step, mbs, stats, grad_norm, signal, t0, t_wait, t_load, t_train, t_publish)
         if self.stop.agreed(self.device):  # the step in flight is finished: keep it
             self._checkpoint(version)
             raise Preempted(version)
@@ -282,7 +283,8 @@ class Trainer:
         dist.barrier()
 
     def _log_metrics(self, step: int, mbs: list[MicroBatch], stats: list[dict[str, float]], grad_norm: float,
-                     signal: float, t0: float, t_wait: float, t_load: float, t_train: float) -> None:  # fmt: skip
+                     signal: float, t0: float, t_wait: float, t_load: float, t_train: float,
+                     t_publish: float) -> None:  # fmt: skip
         record: dict[str, Any] = {
             "step": step,
             "rank": self.rank,
@@ -309,6 +311,7 @@ class Trainer:
             "time_wait_s": t_wait - t0,
             "time_load_s": t_load - t_wait,
             "time_train_s": t_train - t_load,
+            "time_publish_s": t_publish - t_train,  # weights exported, replicas reloaded, any checkpoint
             "time_step_s": time.perf_counter() - t0,
         }
         with self.metrics_path.open("a") as f:
