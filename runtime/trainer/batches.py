@@ -52,7 +52,7 @@ def _grid(data: bytes, dtype: Any, mb: MicroBatch) -> torch.Tensor:
 
 
 def to_tensors(
-    mb: MicroBatch, materializer: Any, image_token_id: int, pin: bool = False
+    mb: MicroBatch, materializer: Any, image_token_id: int, *, pin: bool = False
 ) -> MicroBatchTensors:
     """Host tensors of `mb`, pinned when `pin` (a CUDA rank: the copy to the device then overlaps)."""
     tensors = MicroBatchTensors(

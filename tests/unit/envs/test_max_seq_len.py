@@ -80,7 +80,7 @@ def _check_in_trainer(parts: list[Mapping[str, Any]], model: str, cfg: Any) -> t
     """The parts as a trainer rank sees them (packer, materializer, `to_tensors`); the image token count."""
     samples = [to_training_sample(p, advantage=1.0) for p in parts]
     with _materializer(cfg, model) as materializer:
-        t = to_tensors(build_micro_batch(samples), materializer, image_token_id(model), torch.device("cpu"))
+        t = to_tensors(build_micro_batch(samples), materializer, image_token_id(model))
     grids = t.model_kwargs.get("image_grid_thw")
     merge = materializer.geometry.merge_size
     check_image_tokens(t.input_ids, image_token_id(model), t.model_kwargs.get("pixel_values"), grids, merge)
