@@ -5,11 +5,14 @@ every chat completion inference answered on the way (what the samples' tokens an
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from PIL import Image
 
+from rlrun.runtime.envs.builtin.calculator import Calculator
 from rlrun.runtime.envs.worker import RolloutWorker, Sampling, image_token_id
 from rlrun.runtime.mm import load_image_processor
 
@@ -41,3 +44,19 @@ async def produce(
         finally:
             await worker.aclose()
     return json.loads(json.dumps([r for group in made for r in group])), answered
+
+
+class PictureCalculator(Calculator):
+    """The calculator whose first tool reply carries an image; rewards vary within a group."""
+
+    id = "picture-calculator"
+
+    def respond(self, example: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        reply = super().respond(example, messages)
+        if reply is not None and sum(m["role"] == "assistant" for m in messages) == 1:
+            picture = {"type": "image", "image": Image.new("RGB", (32, 32), (200, 30, 30))}
+            reply = [{"role": "tool", "content": [{"type": "text", "text": reply[0]["content"]}, picture]}]
+        return reply
+
+    def score(self, example: Any, messages: list[dict[str, Any]]) -> float:
+        return float(zlib.crc32(json.dumps(messages).encode()) % 2)

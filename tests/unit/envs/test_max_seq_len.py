@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from live_rollouts import produce
-from PIL import Image
+from live_rollouts import PictureCalculator, produce
 
-from rlrun.runtime.envs.builtin.calculator import Calculator
 from rlrun.runtime.envs.worker import Sampling, image_token_id
 from rlrun.runtime.mm.tripwires import check_image_tokens
 from rlrun.runtime.orchestrator.advantages import score_groups
@@ -36,22 +32,6 @@ from rlrun.runtime.trainer.main import _materializer
 from rlrun.runtime.trainer.packing import build_micro_batch
 
 GROUP = 4
-
-
-class PictureCalculator(Calculator):
-    """The calculator whose first tool reply carries an image; rewards vary within a group."""
-
-    id = "picture-calculator"
-
-    def respond(self, example: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        reply = super().respond(example, messages)
-        if reply is not None and sum(m["role"] == "assistant" for m in messages) == 1:
-            picture = {"type": "image", "image": Image.new("RGB", (32, 32), (200, 30, 30))}
-            reply = [{"role": "tool", "content": [{"type": "text", "text": reply[0]["content"]}, picture]}]
-        return reply
-
-    def score(self, example: Any, messages: list[dict[str, Any]]) -> float:
-        return float(zlib.crc32(json.dumps(messages).encode()) % 2)
 
 
 @pytest.fixture(scope="module")

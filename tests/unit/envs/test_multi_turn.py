@@ -12,15 +12,12 @@ sampled" comes from inference itself, not from the code under test.
 from __future__ import annotations
 
 import asyncio
-import json
-import zlib
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from live_rollouts import produce
-from PIL import Image
+from live_rollouts import PictureCalculator, produce
 
 from rlrun.runtime.envs.builtin.calculator import Calculator
 from rlrun.runtime.envs.registry import make_environment
@@ -35,22 +32,6 @@ from rlrun.runtime.trainer.packing import build_micro_batch
 from rlrun.runtime.wire import floats, ints, masks
 
 GROUP = 4
-
-
-class PictureCalculator(Calculator):
-    """The calculator whose first tool reply carries an image; rewards vary within a group."""
-
-    id = "picture-calculator"
-
-    def respond(self, example: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        reply = super().respond(example, messages)
-        if reply is not None and sum(m["role"] == "assistant" for m in messages) == 1:
-            picture = {"type": "image", "image": Image.new("RGB", (32, 32), (200, 30, 30))}
-            reply = [{"role": "tool", "content": [{"type": "text", "text": reply[0]["content"]}, picture]}]
-        return reply
-
-    def score(self, example: Any, messages: list[dict[str, Any]]) -> float:
-        return float(zlib.crc32(json.dumps(messages).encode()) % 2)
 
 
 async def _produce(stack: Any, env: Calculator, indices: list[int]) -> tuple[list[dict], list[dict]]:
