@@ -25,9 +25,8 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-# Measured (bench/bench_upload.py, 1 GiB to a loopback sink): 64 KiB chunks reach ~27% of sendfile, 1 MiB
-# ~65% with ~8 MB RSS growth, 4 MiB ~74% but ~15 MB (at the 16 MB bound), 8 MiB 31 MB. Per-chunk overhead
-# is gone by 1 MiB; the rest is the two user-space copies that sendfile does not make.
+# Measured (bench/bench_upload.py, 1 GiB to a loopback sink, medians of 3 rounds): 64 KiB chunks reach 50% of
+# sendfile, 1 MiB 108% with ~7 MB RSS growth, 4 MiB 142% but 12.5-16.4 MB (at the 16 MB bound), 8 MiB 25 MB.
 CHUNK_BYTES = 1 << 20
 PUT_TIMEOUT = httpx.Timeout(connect=30.0, write=600.0, read=300.0, pool=30.0)
 ATTEMPTS = 3

@@ -11,12 +11,15 @@ import pytest
 
 from rlrun.runtime.config import TransportConfig
 from rlrun.runtime.transport.fanout import (
+    OUT_OF_BAND_BYTES,
     MicroBatchPublisher,
     MicroBatchSubscriber,
     check_grid,
     connect_host,
+    join_payloads,
+    split_payloads,
 )
-from rlrun.runtime.wire import MicroBatch, ints
+from rlrun.runtime.wire import EncodedTensor, MicroBatch, ints
 
 MakeCfg = Callable[..., TransportConfig]
 MakeMb = Callable[..., MicroBatch]
@@ -57,6 +60,71 @@ def test_received_bytes_fields_are_zero_copy_views(make_cfg: MakeCfg, make_mb: M
         assert isinstance(view, memoryview), name
         assert view == getattr(sent, name), name
     assert (got.rows, got.seq_len, got.num_samples) == (sent.rows, sent.seq_len, sent.num_samples)
+
+
+def with_pixels(mb: MicroBatch, pixels: np.ndarray) -> MicroBatch:
+    grid = EncodedTensor.from_array(np.array([[1, 2, 2]], np.int64))  # small: stays in the header
+    mb.mm_kwargs = {"pixel_values": EncodedTensor.from_array(pixels), "image_grid_thw": grid}
+    return mb
+
+
+def test_large_payloads_are_lent_to_zmq_not_copied(make_mb: MakeMb) -> None:
+    big = with_pixels(make_mb(0, 0, seq_len=OUT_OF_BAND_BYTES // 4, rows=1), np.ones((64, 1176), np.float32))
+    small = make_mb(0, 0, index=1)
+    shells, slots, payloads = split_payloads([small, big])
+    assert slots == [
+        (1, "input_ids"),
+        (1, "advantages"),
+        (1, "inference_logprobs"),
+        (1, "mm_kwargs/pixel_values"),
+    ]
+    assert payloads[0] is big.input_ids and payloads[3] is big.mm_kwargs["pixel_values"].data
+    assert (
+        shells[0] is small and shells[1].input_ids == b"" and shells[1].attention_mask == big.attention_mask
+    )
+    assert big.input_ids and big.mm_kwargs["pixel_values"].data, "the caller's micro-batch must stay whole"
+
+
+def test_large_and_small_payloads_arrive_whole_as_views(make_cfg: MakeCfg, make_mb: MakeMb) -> None:
+    cfg = make_cfg()
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((256, 1176), dtype=np.float32)  # 1.2 MB: its own frame
+    mutable = make_mb(0, 0, index=2, seq_len=OUT_OF_BAND_BYTES // 4, rows=1)
+    mutable.input_ids = bytearray(mutable.input_ids)  # not immutable: must be copied before it is lent
+    sent = [
+        with_pixels(make_mb(0, 0, seq_len=OUT_OF_BAND_BYTES // 4, rows=1), pixels),
+        make_mb(0, 0, index=1),
+        mutable,
+    ]
+    expected = [bytes(mb.input_ids) for mb in sent]
+    with MicroBatchSubscriber(cfg, 0) as sub, MicroBatchPublisher(cfg, 1) as pub:
+        pub.publish(0, [sent])
+        mutable.input_ids[:4] = b"\xff\xff\xff\xff"  # the caller reuses its buffer once publish returned
+        got = sub.receive()
+    assert [bytes(mb.input_ids) for mb in got] == expected
+    for mb, want in zip(got, sent, strict=True):
+        for name in ("attention_mask", "loss_mask", "advantages", "inference_logprobs"):
+            assert isinstance(getattr(mb, name), memoryview) and getattr(mb, name) == getattr(want, name)
+    np.testing.assert_array_equal(got[0].mm_kwargs["pixel_values"].to_array(), pixels)
+    np.testing.assert_array_equal(got[0].mm_kwargs["image_grid_thw"].to_array(), [[1, 2, 2]])
+    assert got[1].mm_kwargs is None
+    assert sub.last_bytes > pixels.nbytes + 4 * OUT_OF_BAND_BYTES  # every frame counted
+
+
+@pytest.mark.parametrize(
+    ("slots", "frames", "message"),
+    [
+        ([(0, "input_ids")], 0, r"1 payload slots but 0 payload frames"),
+        ([(3, "input_ids")], 1, r"names micro-batch 3 of 1"),
+        ([(0, "rows")], 1, r"unknown field 'rows'"),
+        ([(0, "mm_kwargs/pixel_values")], 1, r"mm_kwargs\['pixel_values'\], which micro-batch 0 lacks"),
+    ],
+)
+def test_a_message_whose_slots_do_not_fit_is_refused(
+    make_mb: MakeMb, slots: list[tuple[int, str]], frames: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        join_payloads([make_mb(0, 0)], slots, [memoryview(b"x")] * frames)
 
 
 def test_step_mismatch_fails_loudly(make_cfg: MakeCfg, make_mb: MakeMb) -> None:
