@@ -1,5 +1,6 @@
-"""`rlrun local` with `inference.replicas: 2`: every replica is reloaded with every step's weights, and a
-replica that stops serving fails the run instead of leaving rollouts to a stale policy."""
+"""`rlrun local` with `inference.replicas: 2`: every replica is reloaded with every step's weights; a replica
+that misses a reload is reported out of sync and gets no rollouts until it catches up, and a replica that
+exits fails the run: never rollouts from a stale policy."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -20,11 +22,14 @@ pytestmark = pytest.mark.e2e
 STEPS = 6
 
 
+SYNC_TIMEOUT = 8
+
+
 def _spec(tmp_path: Path) -> Path:
     doc = yaml.safe_load(SHORT_RUN.read_text())
     doc["metadata"]["name"] = "replicas"
     doc["spec"]["inference"] = {"replicas": 2}
-    doc["spec"]["orchestrator"].update(batchSize=32, maxSteps=STEPS)
+    doc["spec"]["orchestrator"].update(batchSize=32, maxSteps=STEPS, weightSyncTimeoutSeconds=SYNC_TIMEOUT)
     doc["spec"]["trainer"].update(processesPerNode=1, microBatchSize=32, checkpointInterval=STEPS)
     path = tmp_path / "replicas.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -66,20 +71,71 @@ def test_both_replicas_serve_every_new_version(tmp_path, no_leftover_processes) 
     assert [(r["servedVersion"], r["inSync"]) for r in final["inferenceReplicas"]] == [(STEPS, True)] * 2
 
 
-@pytest.mark.timeout(900)
-def test_a_replica_that_stops_serving_fails_the_run(tmp_path, no_leftover_processes) -> None:
-    proc = _start(tmp_path)
-    progress = tmp_path / "run_replicas" / "progress.json"
+def _wait_for(progress: Path, proc: subprocess.Popen, what: str, ok: Callable[[dict], bool]) -> dict:
     deadline = time.monotonic() + 600
-    while not (progress.exists() and json.loads(progress.read_text()).get("step", 0) >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, "run did not reach step 2"
+    while True:
+        state = json.loads(progress.read_text()) if progress.exists() else {}
+        if ok(state):
+            return state
+        assert proc.poll() is None and time.monotonic() < deadline, f"run did not reach: {what}; {state}"
         time.sleep(0.5)
+
+
+def _second_replica(proc: subprocess.Popen) -> psutil.Process:
     servers = [
         p for p in psutil.Process(proc.pid).children(recursive=True)
         if "rlrun.runtime.inference" in " ".join(p.cmdline())
     ]  # fmt: skip
-    replica = sorted(servers, key=lambda p: p.create_time())[1]  # started second: inference-1
-    os.killpg(replica.pid, signal.SIGKILL)
+    return sorted(servers, key=lambda p: p.create_time())[1]  # started second: inference-1
+
+
+def _in_sync(state: dict) -> list[bool]:
+    return [r["inSync"] for r in state.get("inferenceReplicas", [])]
+
+
+@pytest.mark.timeout(900)
+def test_a_replica_that_misses_reloads_gets_no_rollouts_until_it_serves_the_current_policy(
+    tmp_path, no_leftover_processes
+) -> None:
+    proc = _start(tmp_path)
+    progress = tmp_path / "run_replicas" / "progress.json"
+    _wait_for(progress, proc, "step 2", lambda s: s.get("step", 0) >= 2)
+    replica = _second_replica(proc)
+    replica.suspend()  # SIGSTOP: the next reload of inference-1 times out, and so do its /v1/version probes
+    try:
+        lagging = _wait_for(progress, proc, "inference-1 out of sync", lambda s: _in_sync(s) == [True, False])
+        stopped_at = lagging["step"]
+        _wait_for(
+            progress, proc, "a step on the replica in sync", lambda s: s.get("step", 0) > stopped_at + 1
+        )
+    finally:
+        replica.resume()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run_replicas" / "orchestrator" / "metrics.jsonl").open()
+    ]
+    # rollouts came only from replicas serving the step's policy, also while inference-1 lagged ...
+    assert all(m["served_version"] >= max(m["step"] - 1, m["weights_version"]) for m in metrics), metrics
+    lagged = [
+        m
+        for m in metrics
+        if any(v is None or v < m["weights_version"] for v in m["replica_versions"].values())
+    ]
+    assert lagged, metrics
+    # ... and inference-1 served the current policy again once it could load it
+    final = json.loads(progress.read_text())
+    assert [(r["servedVersion"], r["inSync"]) for r in final["inferenceReplicas"]] == [(STEPS, True)] * 2
+    trainer_log = (tmp_path / "run_replicas" / "logs" / "attempt-0" / "trainer.log").read_text()
+    assert "did not load weights" in trainer_log
+
+
+@pytest.mark.timeout(900)
+def test_a_replica_that_stops_serving_fails_the_run(tmp_path, no_leftover_processes) -> None:
+    proc = _start(tmp_path)
+    progress = tmp_path / "run_replicas" / "progress.json"
+    _wait_for(progress, proc, "step 2", lambda s: s.get("step", 0) >= 2)
+    os.killpg(_second_replica(proc).pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "role inference-1 failed" in out, out[-3000:]
     final = json.loads(progress.read_text())

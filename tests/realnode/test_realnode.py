@@ -8,6 +8,7 @@ PersistentVolume pre-bound to the claim the operator creates.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import sys
@@ -120,21 +121,41 @@ def test_helm_install_and_the_cpu_example_trains_to_succeeded(operator: RealNode
     assert st["progress"]["step"] == steps and st["progress"]["rewardMean"] > IMAGE_BLIND_CEILING, st[
         "progress"
     ]
+    # NAME PHASE STEP REWARD RESTARTS AGE: what a user reads first
     table = node.kubectl("get", "rlr", run, "-n", NAMESPACE).stdout.splitlines()[1].split()
-    assert table[1:3] == ["Succeeded", str(steps)], table
+    assert table[1:3] == ["Succeeded", str(steps)] and table[4] == "0", table
+    assert (
+        float(table[3]) == pytest.approx(st["progress"]["rewardMean"])
+        and float(table[3]) > IMAGE_BLIND_CEILING
+    )
+    # where the start went (issue 19): every phase of attempt 0 timed, in the order they happen
+    [startup] = [s for s in st["startup"] if s["attempt"] == 0]
+    phases = ["scheduledSeconds", "containersStartedSeconds", "modelLoadedSeconds", "firstStepSeconds"]
+    assert all(startup.get(k) is not None for k in [*phases, "rendezvousSeconds"]), startup
+    assert [startup[k] for k in phases] == sorted(startup[k] for k in phases), startup
+    assert startup["firstStepSeconds"] < node.timings["example_first_step_s"] + 60, startup
+    # retention's defaults pruned the tree as the run went: the newest 2 checkpoints, the newest 3 exports
+    outputs = volume / f"outputs/run_{run}"
+    checkpoints, exports = _complete(outputs / "checkpoints"), _complete(outputs / "weights")
+    assert checkpoints[-1] == steps and len(checkpoints) <= 2 and 50 not in checkpoints, checkpoints
+    assert exports[-1] == steps and len(exports) <= 3, exports
     rewards = [r["reward_mean"] for r in _jsonl(volume / f"outputs/run_{run}/orchestrator/metrics.jsonl")]
     # clear of the ceiling by the margin the vLLM e2e test asks (the node learns slower than local processes)
     assert sum(rewards[-10:]) / 10 >= IMAGE_BLIND_CEILING + 0.15, rewards
     orch = next(c for c in st["conditions"] if c["type"] == "OrchestratorReady")
     assert orch["reason"] == "Completed", orch
 
-    # every pod ran our image, found on the node (never pulled), with the command the operator rendered
+    # every pod ran our image, found on the node (never pulled), with the command `rlrun render` gives
     runtime = default_refs()["runtime"]
     components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in seen.values()}
     assert components == {"inference", "env-workers", "orchestrator", "trainer"}, components
+    rendered = _rendered_commands(node, EXAMPLE)
     for pod in seen.values():
         for c in pod["spec"]["containers"]:
             assert c["image"] == runtime, (pod["metadata"]["name"], c["image"])
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        ran = [(c["name"], c.get("command"), c.get("args")) for c in pod["spec"]["containers"]]
+        assert ran == rendered[component], (pod["metadata"]["name"], ran, rendered[component])
     # every pod's stdout/stderr also went to the volume (rlrun-podlog), one file per pod
     logs = volume / f"outputs/run_{run}/logs/attempt-0"
     for pod in seen.values():
@@ -148,6 +169,26 @@ def test_helm_install_and_the_cpu_example_trains_to_succeeded(operator: RealNode
     assert pulled and all("already present on machine" in m for m in pulled), pulled
     policies = json.loads(node.kubectl("get", "networkpolicy", "-n", NAMESPACE, "-o", "json").stdout)["items"]
     assert [p["metadata"]["name"] for p in policies] == [f"{run}-net"]
+
+
+def _complete(root: Path) -> list[int]:
+    """Steps of the complete (DONE-marked) checkpoints or weight exports under `root`."""
+    return sorted(int(p.name.removeprefix("step_")) for p in root.glob("step_*") if (p / "DONE").is_file())
+
+
+def _rendered_commands(node: RealNode, file: Path) -> dict[str, list[tuple[str, Any, Any]]]:
+    """Each component's containers (name, command, args) as `rlrun render` renders `file`: the pure renderer
+    the operator runs, so a pod that ran anything else was changed on the way."""
+    out = node.run(str(Path(sys.executable).with_name("rlrun")), "render", str(file), "-n", NAMESPACE).stdout
+    rendered = {}
+    for doc in yaml.safe_load_all(out):
+        if doc and doc["kind"] in ("Job", "Deployment", "StatefulSet"):
+            template = doc["spec"]["template"]
+            component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+            rendered[component] = [
+                (c["name"], c.get("command"), c.get("args")) for c in template["spec"]["containers"]
+            ]
+    return rendered
 
 
 def _assert_attempt_logs_read_back(node: RealNode, run: str, volume: Path, attempt: int, pods: int) -> None:
@@ -241,7 +282,7 @@ def test_two_trainer_pods_rendezvous_and_a_deleted_pod_restarts_the_group_from_i
 
 
 @pytest.mark.timeout(2400)
-def test_suspend_removes_the_pods_keeps_the_volume_and_resume_continues_from_the_checkpoint(
+def test_suspend_checkpoints_in_the_grace_window_resume_continues_there_and_a_fork_starts_from_it(
     operator: RealNode,
 ) -> None:
     node, run = operator, "suspended"
@@ -249,19 +290,64 @@ def test_suspend_removes_the_pods_keeps_the_volume_and_resume_continues_from_the
     doc = _example(run, **{**SMALL, "trainer.nodes": 1})
     node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(doc))
     outputs = volume / f"outputs/run_{run}"
-    _wait(lambda: (outputs / "checkpoints/step_10/DONE").exists(), 900, "checkpoint 10", node, run)
+    # past checkpoint 10 by a few steps: a resume from the periodic checkpoint would retrain them
+    _wait(lambda: len(_trainer_steps(volume, run, 0)) >= 14, 900, "step 13", node, run)
     node.kubectl("patch", "rlrun", run, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     _wait(_phase(node, run, "Suspended"), 120, "Suspended", node, run)
     _wait(lambda: not _pods(node, run), 180, "every pod gone", node, run)
-    assert (outputs / "checkpoints/step_10/DONE").exists()
-    stopped_at = _trainer_steps(volume, run, 0)[-1]
+    node.kubectl("get", "pvc", f"{run}-assets", "-n", NAMESPACE)  # the volume stays
+    trained = _trainer_steps(volume, run, 0)
+    saved = _complete(outputs / "checkpoints")[-1]
+    # graceful preemption (issue 19): SIGTERM from the suspend made the trainer checkpoint every finished
+    # step inside terminationGracePeriodSeconds
+    assert trained == list(range(saved)) and saved >= 14, (saved, trained)
     node.kubectl("patch", "rlrun", run, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     _wait(_phase(node, run, "Succeeded"), 1500, "Succeeded after resume", node, run)
     steps = _trainer_steps(volume, run, 0)
-    _assert_resumed_from_checkpoints(steps, 40, 10)
-    assert steps.index(stopped_at + 1) > steps.index(stopped_at), (
-        "the resumed attempt continued after the suspend"
+    assert steps == list(range(40)), steps  # resumed at exactly that checkpoint: nothing retrained or skipped
+    assert _complete(outputs / "checkpoints")[-1] == 40
+
+    # a fork from the finished run's last checkpoint (issue 19): it shares the volume, names its parent,
+    # and trains on from the parent's weights
+    fork = "forked"
+    doc = _example(fork, **{**SMALL, "trainer.nodes": 1, "orchestrator.maxSteps": 42})
+    doc["spec"]["resumeFrom"] = {"run": run, "step": 40}
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(doc))
+    _wait(_phase(node, fork, "Succeeded"), 900, "the fork Succeeded", node, fork)
+    st = _status(node, fork)
+    assert st["resumedFrom"] == {"run": run, "step": 40} and st["progress"]["step"] == 42, st
+    assert _trainer_steps(volume, fork, 0) == [40, 41]
+    assert _checksum(volume / f"outputs/run_{fork}/weights/step_40") == _checksum(outputs / "weights/step_40")
+    events = node.kubectl("get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={fork}")
+    assert "Forked" in events.stdout, events.stdout
+
+
+def _checksum(weights: Path) -> str:
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(weights / "model.safetensors").items()):
+        digest.update(name.encode() + tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.timeout(900)
+def test_a_spent_wallclock_budget_stops_the_run_on_a_checkpoint_as_succeeded(operator: RealNode) -> None:
+    node, run = operator, "budgeted"
+    volume = volume_for(node, NAMESPACE, run)
+    doc = _example(run, **{**SMALL, "trainer.nodes": 1, "orchestrator.maxSteps": 1000})
+    doc["spec"]["budget"] = {"maxWallclockSeconds": 75}
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(doc))
+    _wait(_phase(node, run, "Succeeded"), 600, "Succeeded on the budget", node, run)
+    st = _status(node, run)
+    assert st["reason"] == "BudgetExhausted" and st["restarts"] == 0, st
+    assert st["gpuHoursUsed"] == 0, st  # a CPU run holds no GPU
+    trained = _trainer_steps(volume, run, 0)
+    # stopped well short of maxSteps, on a checkpoint that holds every step it trained
+    assert 1 <= len(trained) < 1000 and _complete(volume / f"outputs/run_{run}/checkpoints")[-1] == len(
+        trained
     )
+    assert not _pods(node, run) or _wait(lambda: not _pods(node, run), 180, "pods gone", node, run)
 
 
 @pytest.mark.timeout(600)
