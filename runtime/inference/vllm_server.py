@@ -101,6 +101,22 @@ def vllm_argv(
     ]  # fmt: skip
 
 
+VLLM_WAITING = "vllm:num_requests_waiting"
+
+
+def vllm_waiting(registry: Any = None) -> float:
+    """vLLM's own count of requests waiting for its engine (summed over engines), for
+    rlrun_inference_queue_depth: the figure means the same on both engines, so one dashboard query and
+    one alert serve both. Read from vLLM's gauge in the registry the two share; walking the whole
+    registry instead would re-enter this function through our own gauge."""
+    from prometheus_client import REGISTRY
+
+    collector = (registry or REGISTRY)._names_to_collectors.get(VLLM_WAITING)
+    if collector is None:  # vLLM registers its metrics once its engine is up
+        return 0.0
+    return sum(s.value for family in collector.collect() for s in family.samples if s.name == VLLM_WAITING)
+
+
 def install_extension(app: Any, run_dir: Path) -> None:
     """Add rlrun's routes and the policy-version field to vLLM's FastAPI app."""
     from fastapi import Request
@@ -113,6 +129,7 @@ def install_extension(app: Any, run_dir: Path) -> None:
     app.state.rlrun_version = 0
     app.state.rlrun_reload_lock = asyncio.Lock()
     metrics.POLICY_VERSION.set_function(lambda: app.state.rlrun_version)
+    metrics.QUEUE_DEPTH.set_function(vllm_waiting)
 
     async def load_weights(request: Request) -> JSONResponse:
         try:

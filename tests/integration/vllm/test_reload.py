@@ -12,6 +12,7 @@ import httpx
 import pytest
 import torch
 
+from rlrun.runtime.inference.vllm_server import VLLM_WAITING
 from rlrun.runtime.trainer.weights import export_weights
 
 # The first test also waits for the session's servers (vLLM: 2-5 min, more on a loaded machine).
@@ -175,4 +176,10 @@ def test_the_metrics_port_serves_rlrun_figures_next_to_vllm_own(vllm_server, tre
     assert after["rlrun_inference_reload_seconds_count"] == before["rlrun_inference_reload_seconds_count"] + 1
     assert after["rlrun_inference_completions_total"] >= before["rlrun_inference_completions_total"] + 1
     text = httpx.get(vllm_server.metrics_url, timeout=30).text
-    assert "vllm:num_requests_waiting" in text  # vLLM's queue depth, on the same port
+    waiting = [
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == VLLM_WAITING
+    ]
+    assert waiting, "vLLM's queue depth is on the same port"
+    assert after["rlrun_inference_queue_depth"] == sum(
+        waiting
+    )  # ours mirrors vLLM's: same figure, both engines

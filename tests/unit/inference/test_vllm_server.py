@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rlrun.runtime.config import RuntimeConfig
-from rlrun.runtime.inference.vllm_server import EXTENSION, vllm_argv
+from rlrun.runtime.inference.vllm_server import EXTENSION, VLLM_WAITING, vllm_argv, vllm_waiting
 
 
 def test_vllm_argv_serves_the_rlrun_contract() -> None:
@@ -46,3 +46,15 @@ def test_local_vllm_engine_without_its_virtualenv_says_how_to_build_it(tmp_path)
     python = tmp_path / "python"
     python.write_text("")
     assert vllm_python({"RLRUN_VLLM_PYTHON": str(python)}) == python
+
+
+def test_the_queue_depth_mirrors_vllms_waiting_requests_over_every_engine() -> None:
+    """vLLM's gauge (labelled per engine) summed; a registry vLLM has not filled yet reads 0."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    assert vllm_waiting(registry) == 0
+    waiting = Gauge(VLLM_WAITING, "waiting", ["model_name", "engine"], registry=registry)
+    waiting.labels("tiny", "0").set(3)
+    waiting.labels("tiny", "1").set(2)
+    assert vllm_waiting(registry) == 5
