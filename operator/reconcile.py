@@ -37,6 +37,7 @@ from rlrun.operator.observe import Children
 from rlrun.operator.reconcile_errors import clear_error
 from rlrun.operator.render.common import claim_name, queued
 from rlrun.operator.restarts import GroupState, StallPolicy, on_group_failure, stalled
+from rlrun.operator.startup import note_previous_stacks
 from rlrun.operator.startup import record as record_startup
 from rlrun.operator.status import (
     COMPONENT_CONDITIONS,
@@ -61,6 +62,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 CREATE_ONLY = ("Job", "Secret")
 NO_DRIFT_REPAIR = ("PersistentVolumeClaim",)
 """Kinds never re-applied over a hand edit: a PVC may be expanded by its users, and never shrinks."""
+STALLED_CAUSE = "stalled: "
+"""Prefix of the trainer failure cause a stall gives; the restart it leads to records the stalled attempt."""
 SUSPENDED_MESSAGE = "spec.suspend is true: pods stopped, volume kept"
 RESTART_POLL_SECONDS = 1.0
 """Requeue delay while a torn-down attempt's children are still being deleted."""
@@ -251,7 +254,7 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
         if st.set_condition("Stalled", is_stalled, reason, msg, now) and is_stalled:
             p.events.append(Event("Warning", "Stalled", f"{msg}; {_stack_dumps(settings, st)}"))
         if is_stalled:
-            causes[COMPONENT_TRAINER] = f"stalled: {msg}"
+            causes[COMPONENT_TRAINER] = f"{STALLED_CAUSE}{msg}"
     for group, cause in causes.items():
         if cause is None:
             continue
@@ -268,6 +271,8 @@ def _decide_lifecycle(p: Plan, settings: RunSettings, children: Children, now: d
             _terminate(p, FAILED, reason, decision.message, now)
             return
         if group == COMPONENT_TRAINER:
+            if cause.startswith(STALLED_CAUSE):
+                st.trainer_stalled_attempt = st.trainer.attempt
             st.trainer = decision.state
         else:
             st.orchestrator = decision.state
@@ -287,6 +292,11 @@ def _startup_timings(p: Plan, children: Children) -> None:
     if done:
         p.events.append(Event("Normal", "StartupTimings", done))
         p.startup_completed = next(e for e in st.startup if e.get("attempt") == job.attempt)
+    st.startup, stacks = note_previous_stacks(st.startup, job.attempt, runtime)
+    if stacks and st.trainer_stalled_attempt == job.attempt - 1:
+        p.events.append(
+            Event("Warning", "StallDiagnosed", f"trainer attempt {job.attempt - 1} stalled; {stacks}")
+        )
 
 
 def _admit_fork(p: Plan, settings: RunSettings, now: datetime) -> bool:
@@ -317,7 +327,8 @@ def _stack_dumps(settings: RunSettings, st: RunStatus) -> str:
     return (
         f"the stopping trainer pods of attempt {attempt} dump every process's stacks to "
         f"{forensics_dir(run_dir, attempt)}/ on volume {claim_name(settings.run)} (a rank that left none was "
-        "not running: stopped, or wedged holding the GIL)"
+        f"not running: stopped, or wedged holding the GIL); attempt {attempt + 1} names the suspect at its "
+        "start (Event StallDiagnosed)"
     )
 
 

@@ -9,7 +9,8 @@
 | firstStepSeconds         | the attempt's first step finished                                        |
 
 An attempt whose figures are complete gets one Event, `StartupTimings`, with all of them. The last
-`KEEP` attempts stay in status.
+`KEEP` attempts stay in status. An attempt's entry also keeps what its trainer found in the stack dumps of
+the attempt before (`previousAttemptStacks`, runtime/stackdump.py).
 """
 
 from __future__ import annotations
@@ -86,3 +87,19 @@ def record(
         figures = ", ".join(f"{label} {entry[key]:g}s" for key, label in PHASES)
         return entries, f"trainer attempt {attempt} start-up after its Job was created: {figures}"
     return entries, None
+
+
+def note_previous_stacks(
+    timings: list[dict[str, Any]], attempt: int, runtime: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`timings` with the relayed diagnosis of attempt-1's stacks in `attempt`'s entry, and that diagnosis
+    when it was not there before (once per attempt, whatever the number of passes or operator replicas)."""
+    stacks = (
+        (runtime or {}).get("previousAttemptStacks") if (runtime or {}).get("attempt") == attempt else None
+    )
+    entries = [dict(e) for e in timings]
+    entry = next((e for e in entries if e.get("attempt") == attempt), None)
+    if not stacks or entry is None or entry.get("previousAttemptStacks"):
+        return timings, None
+    entry["previousAttemptStacks"] = stacks
+    return entries, stacks

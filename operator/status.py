@@ -101,6 +101,7 @@ class RunStatus:
     resumed_from: dict[str, Any] | None = None
     gpu: GpuAccount = field(default_factory=GpuAccount)
     startup: list[dict[str, Any]] = field(default_factory=list)
+    trainer_stalled_attempt: int | None = None
     inference: dict[str, Any] | None = None
     """Each inference replica's served version, from the orchestrator's reports (`WeightsInSync`)."""
 
@@ -133,6 +134,7 @@ class RunStatus:
             recent_step_seconds=tuple(m.recent_step_seconds),
             resumed_from=_dump(m.resumed_from) if m.resumed_from else None,
             startup=[_dump(t) for t in m.startup],
+            trainer_stalled_attempt=m.trainer_stalled_attempt,
             gpu=GpuAccount((m.gpu_hours_used or 0.0) * 3600, m.gpus_in_use or 0, m.gpu_accounted_at),
             inference=_dump(m.inference) if m.inference else None,
         )
@@ -159,6 +161,7 @@ class RunStatus:
                 "recentStepSeconds": list(self.recent_step_seconds),
                 "resumedFrom": self.resumed_from,
                 "startup": self.startup,
+                "trainerStalledAttempt": self.trainer_stalled_attempt,
                 "gpuHoursUsed": round(self.gpu.gpu_hours, 6),
                 "gpusInUse": self.gpu.gpus_in_use,
                 "gpuAccountedAt": self.gpu.accounted_at,

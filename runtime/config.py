@@ -502,6 +502,12 @@ class TrainerStartup(Section):
     rendezvous_at: datetime | None = Field(None, description="Every rank joined the process group.")
     model_loaded_at: datetime | None = Field(None, description="Policy (and checkpoint) loaded on rank 0.")
     first_step_at: datetime | None = Field(None, description="The attempt's first step finished.")
+    previous_attempt_stacks: str | None = Field(
+        None,
+        max_length=1024,
+        description="What the previous attempt's trainer processes were doing when they were stopped, "
+        "diagnosed from their stack dumps at this attempt's start (runtime/stackdump.py).",
+    )
 
 
 def write_trainer_startup(run_dir: Path, startup: TrainerStartup) -> None:

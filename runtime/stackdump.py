@@ -154,6 +154,28 @@ def write_report(directory: Path, reason: str, diagnosis: Diagnosis) -> Path:
     return path
 
 
+TRAINER_PREFIX = "trainer-rank"
+
+
+def diagnose_stopped_attempt(run_dir: Path, attempt: int) -> str | None:
+    """What the trainer processes of `attempt` were doing when they were stopped: each pod's log wrapper
+    (runtime/podlog.py) has them dump their stacks on SIGTERM, so a group the operator restarted because it
+    stalled leaves the hang's stacks, but no process was left to compare them. The next attempt does it at
+    its start: it writes `hang.json` beside the dumps and returns one line for status (the operator turns
+    it into an Event). None when that attempt left no dump (it crashed rather than being stopped) or when
+    its report exists already (the peer watch writes its own when it catches a silent rank)."""
+    directory = dump_dir(run_dir, attempt)
+    if (directory / REPORT_FILE).exists():
+        return None
+    names = {pid: n for pid, n in registered(directory).items() if n.startswith(TRAINER_PREFIX)}
+    dumps = read_dumps(directory, names)
+    if not any(dumps.values()):
+        return None
+    diagnosis = diagnose(dumps)
+    report = write_report(directory, f"trainer attempt {attempt} stopped (SIGTERM)", diagnosis)
+    return f"{diagnosis.summary}; stacks of every trainer process in {directory}/ ({report.name})"
+
+
 def label(name: str, pid: int) -> str:
     return f"{name} (pid {pid})"
 

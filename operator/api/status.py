@@ -83,6 +83,12 @@ class StartupTiming(StatusSection):
     rendezvous_seconds: float | None = Field(None, ge=0, description="Every rank joined the process group.")
     model_loaded_seconds: float | None = Field(None, ge=0, description="Policy and checkpoint loaded.")
     first_step_seconds: float | None = Field(None, ge=0, description="The attempt's first step finished.")
+    previous_attempt_stacks: str | None = Field(
+        None,
+        max_length=1024,
+        description="What the previous attempt's trainer processes were doing when they were stopped "
+        "(their stack dumps, diagnosed at this attempt's start).",
+    )
 
 
 class ReplicaStatus(StatusSection):
@@ -144,6 +150,12 @@ class RLRunStatus(StatusSection):
     )
     resumed_from: ResumeFrom | None = Field(
         None, description="A fork's parent run and checkpoint step (spec.resumeFrom, once admitted)."
+    )
+    trainer_stalled_attempt: int | None = Field(
+        None,
+        ge=0,
+        description="The last trainer attempt restarted because it stalled; the next attempt diagnoses "
+        "its stack dumps (Event StallDiagnosed).",
     )
     message: str | None = None
     reason: str | None = None

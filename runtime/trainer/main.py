@@ -115,8 +115,16 @@ class Trainer:
             restore_state(self.model, self.optimizer, state)
             log.info("rank %d resumed from checkpoint step %d", self.rank, self.start)
         self.saved = self.start  # the newest version with a complete checkpoint (0: the base model)
+        attempt = int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0)
+        previous = None
+        if (
+            self.rank == 0
+            and attempt > 0
+            and (previous := stackdump.diagnose_stopped_attempt(cfg.run_dir, attempt - 1))
+        ):
+            log.warning("trainer attempt %d was stopped: %s", attempt - 1, previous)
         self.startup = TrainerStartup(
-            attempt=int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0), rendezvous_at=rendezvous_at
+            attempt=attempt, rendezvous_at=rendezvous_at, previous_attempt_stacks=previous
         )
         self._startup(model_loaded_at=_now())
         self.sharded = shard_if_cuda(self.model, self.device)
@@ -392,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rendezvous_at = _now()
         rank, world = dist.get_rank(), dist.get_world_size()
         attempt = int(os.environ.get(pod_contract.ATTEMPT_ENV) or 0)
-        stackdump.install(cfg.run_dir, attempt, f"trainer-rank{rank}")
+        stackdump.install(cfg.run_dir, attempt, f"{stackdump.TRAINER_PREFIX}{rank}")
         # A rank that stops running gets every live rank's stacks dumped and fails the group (peerwatch.py).
         watch = PeerWatch(cfg.run_dir, attempt, rank, world, cfg.transport.peer_silence_seconds)
         try:

@@ -100,8 +100,12 @@ class PeerWatch:
         while self.store.add("dumped", 0) < self.world - 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         directory = stackdump.dump_dir(self.run_dir, self.attempt)
-        names = {pid: n for pid, n in stackdump.registered(directory).items() if n.startswith("trainer-rank")}
-        suspect = f"trainer-rank{self.peer}"
+        names = {
+            pid: n
+            for pid, n in stackdump.registered(directory).items()
+            if n.startswith(stackdump.TRAINER_PREFIX)
+        }
+        suspect = f"{stackdump.TRAINER_PREFIX}{self.peer}"
         culprit = next((stackdump.label(n, pid) for pid, n in names.items() if n == suspect), suspect)
         why = (
             f"no heartbeat for {silent_for:.1f}s (> transport.peerSilenceSeconds={self.silence_seconds:g}) "

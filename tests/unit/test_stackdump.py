@@ -134,3 +134,33 @@ def test_the_launchers_stall_dump_names_a_stopped_role_and_keeps_the_others_runn
         for role in run.roles:
             role.proc.kill()
             role.proc.wait()
+
+
+def test_the_next_attempt_diagnoses_the_stacks_a_stopped_attempt_left(tmp_path, blocked):
+    """What an operator-restarted stall leaves: each trainer process dumped on SIGTERM (the pod's log
+    wrapper asks them), nobody compared them. Roles of another group that never dumped do not count."""
+    blocked("trainer-rank0", "sleep")
+    odd = blocked("trainer-rank1", "socket")
+    blocked("trainer-rank2", "sleep")
+    blocked("orchestrator", "sleep")  # registered under attempt 0 too, and not stopped: no dump
+    directory = stackdump.dump_dir(tmp_path, 0)
+    trainers = {pid: n for pid, n in stackdump.registered(directory).items() if n.startswith("trainer-rank")}
+    assert len(trainers) == 3
+    _dump_all(directory, trainers)
+
+    found = stackdump.diagnose_stopped_attempt(tmp_path, 0)
+    suspect = stackdump.label("trainer-rank1", odd.pid)
+    assert found == (
+        f"suspected culprit: {suspect} (waiting on a socket while the others are running); "
+        f"stacks of every trainer process in {directory}/ (hang.json)"
+    )
+    report = json.loads((directory / stackdump.REPORT_FILE).read_text())
+    assert report["culprit"] == suspect and report["reason"] == "trainer attempt 0 stopped (SIGTERM)"
+    assert stackdump.diagnose_stopped_attempt(tmp_path, 0) is None  # diagnosed once
+
+
+def test_an_attempt_that_left_no_dump_is_not_diagnosed(tmp_path, blocked):
+    blocked("trainer-rank0", "sleep")  # registered, never asked: the attempt crashed, nobody stopped it
+    assert stackdump.diagnose_stopped_attempt(tmp_path, 0) is None
+    assert stackdump.diagnose_stopped_attempt(tmp_path, 7) is None  # no such attempt
+    assert not (stackdump.dump_dir(tmp_path, 0) / stackdump.REPORT_FILE).exists()

@@ -2,6 +2,9 @@
 completes the orchestrator, pushes progress)."""
 
 import base64
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -10,7 +13,8 @@ from operator_harness import condition, create_run, events, get, pods, run_doc, 
 from prometheus_client import REGISTRY
 
 from rlrun.operator.restarts import StallPolicy
-from rlrun.runtime.config import Progress
+from rlrun.runtime import stackdump
+from rlrun.runtime.config import Progress, TrainerStartup
 
 pytestmark = pytest.mark.cluster
 
@@ -187,3 +191,59 @@ def test_progress_push_fills_status_and_columns_and_stall_restarts(crd, namespac
             in message
             for message in stalled
         ), stalled
+
+
+DUMPER = """
+import sys
+from pathlib import Path
+from rlrun.runtime import stackdump
+stackdump.install(Path(sys.argv[1]), 0, sys.argv[2])
+if sys.argv[3] == "dump":
+    stackdump.dump_now("SIGTERM")  # what each rank does when its pod's log wrapper is stopped
+"""
+
+
+def test_the_attempt_after_a_stall_names_the_suspect_in_an_event(crd, namespace, wait_for, tmp_path):
+    """Stall -> group restart; the stopped attempt's ranks left their stacks (rank 2 none: it was not
+    running); the next attempt's trainer diagnoses them (the runtime's own code) and the orchestrator's
+    report relays that; the operator says it once, as a Warning Event, and keeps it in status."""
+    kube = crd
+    with running_operator(kube, namespace, stall=StallPolicy(factor=2, floor_seconds=3)) as op:
+        create_run(kube, namespace, run_doc(**FAST))
+        wait_for(lambda: phase(kube, namespace) == "Running", 60, "Running")
+        token = base64.b64decode(get(kube, namespace, "secret", "demo-progress")["data"]["token"]).decode()
+        url = f"http://127.0.0.1:{op.progress_port}/v1/namespaces/{namespace}/rlruns/demo/progress"
+
+        def push(step, **kw):
+            body = Progress(
+                run_id="demo", step=step, max_steps=60, step_seconds=0.5, updated_at=datetime.now(UTC), **kw
+            )
+            response = httpx.post(url, content=body.model_dump_json(by_alias=True), timeout=5,
+                                  headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert response.status_code == 202, response.text
+
+        push(3)
+        wait_for(lambda: run_status(kube, namespace).get("restarts") == 1, 30, "the stall restart")
+        assert run_status(kube, namespace)["trainerStalledAttempt"] == 0
+        for rank, what in ((0, "dump"), (1, "dump"), (2, "silent")):
+            subprocess.run(
+                [sys.executable, "-c", DUMPER, str(tmp_path), f"trainer-rank{rank}", what], check=True
+            )
+        stacks = stackdump.diagnose_stopped_attempt(tmp_path, 0)  # attempt 1's trainer at its start
+        assert stacks and "suspected culprit: trainer-rank2" in stacks
+        startup = TrainerStartup(attempt=1, previous_attempt_stacks=stacks)
+        step = 4
+        while "StallDiagnosed" not in events(kube, namespace):  # a progressing attempt 1: no second stall
+            push(step, trainer_startup=startup)
+            step += 1
+            assert step < 60, "no StallDiagnosed Event"
+            time.sleep(1)
+        diagnosed = [
+            e["message"] for e in get(kube, namespace, "events")["items"] if e["reason"] == "StallDiagnosed"
+        ]
+        assert diagnosed == [f"trainer attempt 0 stalled; {stacks}"]
+        [entry] = [e for e in run_status(kube, namespace)["startup"] if e["attempt"] == 1]
+        assert entry["previousAttemptStacks"] == stacks
+        push(step, trainer_startup=startup)
+        time.sleep(2)
+        assert events(kube, namespace).count("StallDiagnosed") == 1  # once, however many reports repeat it
