@@ -105,14 +105,32 @@ def ensure_venv(run_dir: Path, packages: PackagesConfig, environ: Mapping[str, s
     return target
 
 
+def uv_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The installer's environment (pure): no index credentials (they go through a netrc file) and no
+    cache. The image sets UV_CACHE_DIR for its own build, under /root, which the pods' uid 1000 cannot
+    create: with it, `uv venv` failed at once in every pod; the venv on the volume is the cache anyway."""
+    hidden = (
+        pod_contract.PACKAGE_INDEX_USERNAME_ENV,
+        pod_contract.PACKAGE_INDEX_PASSWORD_ENV,
+        "UV_CACHE_DIR",
+    )
+    return {**{k: v for k, v in environ.items() if k not in hidden}, "UV_NO_CACHE": "1"}
+
+
 def _build(venv: Path, packages: PackagesConfig, environ: Mapping[str, str]) -> None:
     uv = shutil.which("uv")
     if uv is None:
         raise InstallFailed(
             "environment packages are installed with uv, which is not on PATH (pip install uv)"
         )
-    subprocess.run([uv, "venv", "--no-config", "-q", "--python", sys.executable, str(venv)], check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
+    env = uv_environ(environ)
+    made = subprocess.run([uv, "venv", "--no-config", "-q", "--python", sys.executable, str(venv)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    if made.returncode != 0:
+        raise InstallFailed(
+            f"creating the virtualenv for {packages.requirements} at {venv} failed (uv exit {made.returncode}): "
+            f"{(made.stdout + made.stderr)[-2000:].strip()}"
+        )
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -124,8 +142,6 @@ def _build(venv: Path, packages: PackagesConfig, environ: Mapping[str, str]) -> 
     Path(purelib, "_rlrun_runtime.pth").write_text(lines)
     constraints = venv / "runtime-constraints.txt"
     constraints.write_text(_runtime_pins())
-    env = {k: v for k, v in environ.items() if k not in (
-        pod_contract.PACKAGE_INDEX_USERNAME_ENV, pod_contract.PACKAGE_INDEX_PASSWORD_ENV)}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rlrun-netrc-") as private:
         entry = netrc_text(packages.index_url, environ) if packages.index_url else None
         if entry is not None:

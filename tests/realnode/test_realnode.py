@@ -11,16 +11,19 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import volume_for
+from conftest import RUN_UID, volume_for
 from images import default_refs
+from readme_env import build_wheel, readme_files, write_tree
 from realnode import REPO, RealNode, tool_dir
 
 NAMESPACE = "rlrun-system"
@@ -348,6 +351,40 @@ def test_a_spent_wallclock_budget_stops_the_run_on_a_checkpoint_as_succeeded(ope
         trained
     )
     assert not _pods(node, run) or _wait(lambda: not _pods(node, run), 180, "pods gone", node, run)
+
+
+@pytest.mark.timeout(1200)
+def test_the_env_workers_install_the_readme_environment_from_wheels_on_the_volume_and_train_on_it(
+    operator: RealNode, tmp_path: Path
+) -> None:
+    """Issue 16's cluster path, air-gapped: the README's own package, built into a wheel, put on the run
+    volume; the env-worker pod (uid 1000) installs it at start (envWorkers.packages) and the run trains on it."""
+    node, run = operator, "word-echo"
+    volume = volume_for(node, NAMESPACE, run)
+    files = readme_files()
+    write_tree(tmp_path, files)
+    wheels = volume / "wheels"
+    wheel = build_wheel(tmp_path / "word-echo", wheels)
+    for path in (wheels, wheel):
+        os.chown(path, RUN_UID, RUN_UID)
+    readme_spec = yaml.safe_load(files["word-echo.yaml"])["spec"]
+    doc = _example(run, **{"trainer.nodes": 1, "trainer.resources": SMALL["trainer.resources"]})
+    doc["spec"]["orchestrator"].update(readme_spec["orchestrator"])
+    doc["spec"]["trainer"].update(readme_spec["trainer"])
+    doc["spec"]["envWorkers"]["environment"] = readme_spec["envWorkers"]["environment"]
+    doc["spec"]["envWorkers"]["packages"] = {
+        "requirements": ["word-echo==0.1.0"],
+        "wheelsDir": "/data/wheels",
+    }
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(doc))
+    _wait(_phase(node, run, "Succeeded"), 900, "Succeeded", node, run)
+    steps = readme_spec["orchestrator"]["maxSteps"]
+    assert _status(node, run)["progress"]["step"] == steps
+    outputs = volume / f"outputs/run_{run}"
+    [venv] = [p.parent for p in (outputs / "envs").glob("venv-*/DONE")]  # built once, on the volume
+    assert list(venv.glob("lib/python3*/site-packages/word_echo/words.jsonl")), "the package and its dataset"
+    rows = pq.read_table(sorted(outputs.rglob("samples/step_*.parquet"))).to_pylist()
+    assert rows and {row["env"] for row in rows} == {"word-echo"}  # every rollout came from the package
 
 
 @pytest.mark.timeout(600)

@@ -70,6 +70,15 @@ def test_packages_from_a_wheels_dir_install_once_into_a_venv_that_sees_the_runti
     assert venv_dir(tmp_path / "run_x", other) != venv  # another list, another venv
 
 
+def test_an_install_works_where_the_images_uv_cache_cannot_be_created(wheels, tmp_path, monkeypatch):
+    """The runtime image sets UV_CACHE_DIR=/root/.cache/uv for its build; its pods run as uid 1000, who
+    cannot create it. A cache path under a file reproduces that for any user (even root)."""
+    monkeypatch.setenv("UV_CACHE_DIR", "/dev/null/uv")
+    packages = PackagesConfig(requirements=["tiny-env==0.3.0"], wheels_dir=str(wheels))
+    venv = ensure_venv(tmp_path / "run_z", packages)
+    assert (venv / DONE).is_file()
+
+
 def test_a_failed_install_names_the_package_and_keeps_the_credentials_out(tmp_path, monkeypatch):
     monkeypatch.setenv(pod_contract.PACKAGE_INDEX_USERNAME_ENV, "robot")
     monkeypatch.setenv(pod_contract.PACKAGE_INDEX_PASSWORD_ENV, "s3cr3t-t0ken")
