@@ -492,6 +492,8 @@ class ReplicaProgress(Section):
 
 
 TRAINER_STARTUP_FILE = "trainer/startup.json"
+STACKS_SUMMARY_MAX = 1024
+"""Longest stack-dump diagnosis a start-up report and status carry (runtime/stackdump.py trims to it)."""
 
 
 class TrainerStartup(Section):
@@ -504,7 +506,7 @@ class TrainerStartup(Section):
     first_step_at: datetime | None = Field(None, description="The attempt's first step finished.")
     previous_attempt_stacks: str | None = Field(
         None,
-        max_length=1024,
+        max_length=STACKS_SUMMARY_MAX,
         description="What the previous attempt's trainer processes were doing when they were stopped, "
         "diagnosed from their stack dumps at this attempt's start (runtime/stackdump.py).",
     )

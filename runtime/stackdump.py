@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from rlrun import pod_contract
-from rlrun.runtime.config import forensics_dir
+from rlrun.runtime.config import STACKS_SUMMARY_MAX, forensics_dir
 
 DUMP_SIGNAL = signal.SIGUSR1
 REPORT_FILE = "hang.json"
@@ -173,7 +173,11 @@ def diagnose_stopped_attempt(run_dir: Path, attempt: int) -> str | None:
         return None
     diagnosis = diagnose(dumps)
     report = write_report(directory, f"trainer attempt {attempt} stopped (SIGTERM)", diagnosis)
-    return f"{diagnosis.summary}; stacks of every trainer process in {directory}/ ({report.name})"
+    text = f"{diagnosis.summary}; stacks of every trainer process in {directory}/ ({report.name})"
+    if len(text) <= STACKS_SUMMARY_MAX:
+        return text
+    half = (STACKS_SUMMARY_MAX - 5) // 2  # a deep asset root must shorten the line, not fail the start
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def label(name: str, pid: int) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from rlrun.runtime.config import ResumeFrom, Section, TrainerStartup
+from rlrun.runtime.config import STACKS_SUMMARY_MAX, ResumeFrom, Section, TrainerStartup
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 CONDITION_TYPES = (
@@ -85,7 +85,7 @@ class StartupTiming(StatusSection):
     first_step_seconds: float | None = Field(None, ge=0, description="The attempt's first step finished.")
     previous_attempt_stacks: str | None = Field(
         None,
-        max_length=1024,
+        max_length=STACKS_SUMMARY_MAX,
         description="What the previous attempt's trainer processes were doing when they were stopped "
         "(their stack dumps, diagnosed at this attempt's start).",
     )

@@ -164,3 +164,17 @@ def test_an_attempt_that_left_no_dump_is_not_diagnosed(tmp_path, blocked):
     assert stackdump.diagnose_stopped_attempt(tmp_path, 0) is None
     assert stackdump.diagnose_stopped_attempt(tmp_path, 7) is None  # no such attempt
     assert not (stackdump.dump_dir(tmp_path, 0) / stackdump.REPORT_FILE).exists()
+
+
+def test_a_diagnosis_under_a_long_run_path_fits_the_start_up_report(tmp_path):
+    """Status fields are bounded; a deep asset root must shorten the line, not fail the trainer's start."""
+    from rlrun.runtime.config import STACKS_SUMMARY_MAX, TrainerStartup
+
+    run_dir = tmp_path.joinpath(*["d" * 200] * 5)
+    dumper = "import sys; from pathlib import Path; from rlrun.runtime import stackdump; "
+    dumper += "stackdump.install(Path(sys.argv[1]), 0, sys.argv[2]); stackdump.dump_now('SIGTERM')"
+    for rank in range(2):
+        subprocess.run([sys.executable, "-c", dumper, str(run_dir), f"trainer-rank{rank}"], check=True)
+    found = stackdump.diagnose_stopped_attempt(run_dir, 0)
+    assert found is not None and len(found) <= STACKS_SUMMARY_MAX and found.endswith("(hang.json)"), found
+    assert TrainerStartup(attempt=1, previous_attempt_stacks=found).previous_attempt_stacks == found
