@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -111,16 +111,28 @@ def request_reload(
     the current version (and fails the step, naming each one, when none does within the same bound), and
     the trainer's next reload brings the lagging one back. Failing the trainer instead would restart the
     whole group from its checkpoint for one bad inference pod.
+
+    `should_stop` (a SIGTERM) ends the wait at once, whatever the replicas do: the grace window belongs to
+    the checkpoint, and a replica that is stopping too may never answer (a pod whose address is already
+    gone, a stopped process whose socket still accepts). Nothing is asked once it is set; a request in
+    flight is abandoned on its daemon thread, which its own `timeout` ends. The resumed trainer publishes
+    its weights again first thing.
     """
-    with ThreadPoolExecutor(max_workers=max(1, len(urls)), thread_name_prefix="reload") as pool:
-        results = dict(
-            zip(
-                urls,
-                pool.map(lambda u: reload_one(u, path, version, timeout, should_stop), urls),
-                strict=True,
-            )
-        )
-    failed = {url: why for url, why in results.items() if why is not None}
+    if should_stop():
+        return {url: "not asked: stopping on SIGTERM" for url in urls}
+    results: dict[str, str | None] = {}
+
+    def ask(url: str) -> None:
+        results[url] = reload_one(url, path, version, timeout, should_stop)
+
+    threads = [threading.Thread(target=ask, args=(u,), name="reload", daemon=True) for u in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive() and not should_stop():
+            thread.join(RELOAD_RETRY_SECONDS)
+    outcome = {url: results.get(url, "no answer yet; abandoned on SIGTERM") for url in urls}
+    failed = {url: why for url, why in outcome.items() if why is not None}
     for url, why in failed.items():
         log.warning("inference %s did not load weights %s (version %d): %s", url, path, version, why)
     return failed

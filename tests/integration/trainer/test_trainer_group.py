@@ -2,8 +2,9 @@
 
 Each test is one torchrun of the production trainer on the built tiny model, fed by batches written with
 the orchestrator's writer (`write_batch`). Faults are real: a rank stopped with SIGSTOP, a batch that is not a
-TrainingBatch, and, for the wedged pack, a FIFO at the batch path (the one fake here: it stands in for a hung
-volume read, which a healthy local disk cannot produce).
+TrainingBatch, a real inference server stopped with SIGSTOP while the trainer waits on its reload, and, for
+the wedged pack, a FIFO at the batch path (the one fake here: it stands in for a hung volume read, which a
+healthy local disk cannot produce).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ import pytest
 from rlrun.runtime.config import RuntimeConfig
 from rlrun.runtime.local import free_port, native_thread_limited_env
 from rlrun.runtime.models.tiny import resolve_model
+from rlrun.runtime.trainer.lineage import TRAINED_FILE
 from rlrun.runtime.transport.handoff import batch_path, write_batch
 from rlrun.runtime.wire import TrainingBatch, TrainingSample, pack_floats, pack_ints
 
@@ -50,7 +53,7 @@ def _batch(step: int) -> TrainingBatch:
 class Group:
     """One torchrun of the trainer; `stop()` kills whatever is left (the test then asserts nothing was)."""
 
-    def __init__(self, root: Path, model: Path, max_steps: int) -> None:
+    def __init__(self, root: Path, model: Path, max_steps: int, inference_urls: tuple[str, ...] = ()) -> None:
         cfg = RuntimeConfig(asset_root=str(root), run_id="t")
         cfg.orchestrator.group_size, cfg.orchestrator.batch_size, cfg.orchestrator.max_steps = 2, 4, max_steps
         cfg.trainer.checkpoint_interval, cfg.trainer.micro_batch_size = 100, 2
@@ -69,6 +72,7 @@ class Group:
         argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
                 "--max-restarts", "0", "--monitor-interval", "0.1", "--master-addr", "127.0.0.1",
                 "--master-port", str(free_port()), "-m", "rlrun.runtime.trainer"]  # fmt: skip
+        argv += [arg for url in inference_urls for arg in ("--inference-url", url)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -124,8 +128,8 @@ class Group:
 def group(tmp_path: Path, built_model: Path) -> Iterator[callable]:
     started: list[Group] = []
 
-    def start(max_steps: int) -> Group:
-        started.append(Group(tmp_path, built_model, max_steps))
+    def start(max_steps: int, inference_urls: tuple[str, ...] = ()) -> Group:
+        started.append(Group(tmp_path, built_model, max_steps, inference_urls))
         return started[-1]
 
     yield start
@@ -194,3 +198,47 @@ def test_a_failing_rank_fails_the_group_in_the_real_trainer_step(group) -> None:
         assert [json.loads(line)["step"] for line in metrics] == [0]
     assert time.monotonic() - failed < TEARDOWN
     assert not g.survivors()
+
+
+def test_sigterm_while_a_stopped_replica_holds_the_reload_still_checkpoints_in_the_grace_window(
+    group,
+) -> None:
+    """Suspend, budget stop and drain stop inference with the trainer: a replica that is stopping may never
+    answer the reload the trainer is waiting on (on a node, a pod whose address is already gone; here a
+    real inference server frozen with SIGSTOP, whose socket still accepts). The wait is
+    weightSyncTimeoutSeconds (300 s) long; SIGTERM must cut it short, so the step just trained is
+    checkpointed inside the grace window instead of the ranks being SIGKILLed with it unsaved."""
+    port = free_port()
+    g = group(max_steps=3, inference_urls=(f"http://127.0.0.1:{port}",))
+    ready = g.cfg.run_dir / "inference.ready"
+    argv = [sys.executable, "-m", "rlrun.runtime.inference", "--config", str(g.cfg.run_dir / "config.json"),
+            "--host", "127.0.0.1", "--port", str(port), "--ready-file", str(ready)]  # fmt: skip
+    with (g.cfg.run_dir / "inference.log").open("wb") as log:
+        server = subprocess.Popen(
+            argv, env=native_thread_limited_env(dict(os.environ)), stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert server.poll() is None and time.monotonic() < deadline, "the inference server did not start"
+            time.sleep(0.1)
+        server.send_signal(signal.SIGSTOP)  # alive, its socket accepting, answering nothing
+        write_batch(g.rollouts, _batch(0))
+        trained = g.cfg.run_dir / "trainer" / TRAINED_FILE
+        deadline = time.monotonic() + 120
+        while '"step": 0' not in (trained.read_text() if trained.exists() else ""):
+            assert g.proc.poll() is None and time.monotonic() < deadline, g.output()[-6000:]
+            time.sleep(0.1)
+        time.sleep(2.0)
+        assert not (g.cfg.run_dir / "trainer" / "metrics_rank0.jsonl").exists()  # still waiting on the reload
+        g.proc.send_signal(signal.SIGTERM)  # what the kubelet sends torchrun, the trainer container's command
+        stopped = time.monotonic()
+        g.wait(TORCHRUN_GRACE + TEARDOWN)
+        assert time.monotonic() - stopped < TEARDOWN, g.output()[-6000:]  # not torchrun's SIGKILL at 30 s
+        out = g.output()
+        assert (g.cfg.run_dir / "checkpoints" / "step_1" / "DONE").is_file(), out[-6000:]
+        assert "abandoned on SIGTERM" in out and "the resumed run starts at step 1" in out, out[-6000:]
+        assert not g.survivors()
+    finally:
+        server.kill()
+        server.wait(10)

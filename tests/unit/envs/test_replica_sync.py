@@ -184,3 +184,12 @@ def test_the_runs_end_waits_for_every_replica_to_serve_the_final_weights_within_
         (replica_name(replicas.urls["a"]), True),
         (replica_name(replicas.urls["b"]), False),
     ]
+
+
+def test_a_trainer_stopping_on_sigterm_asks_no_replica_to_reload(replicas: Replicas) -> None:
+    """Once SIGTERM is in, the grace window is the checkpoint's: inference is stopping too, and the resumed
+    trainer publishes its weights again first thing."""
+    urls = [replicas.urls["a"], replicas.urls["b"]]
+    failed = request_reload(urls, replicas.export(1), 1, SYNC_TIMEOUT, should_stop=lambda: True)
+    assert failed == {url: "not asked: stopping on SIGTERM" for url in urls}
+    assert replicas.engines["a"].version == 0  # A would have loaded them (the first test)
