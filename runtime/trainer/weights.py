@@ -115,8 +115,9 @@ def request_reload(
     `should_stop` (a SIGTERM) ends the wait at once, whatever the replicas do: the grace window belongs to
     the checkpoint, and a replica that is stopping too may never answer (a pod whose address is already
     gone, a stopped process whose socket still accepts). Nothing is asked once it is set; a request in
-    flight is abandoned on its daemon thread, which its own `timeout` ends. The resumed trainer publishes
-    its weights again first thing.
+    flight is abandoned on its daemon thread, which its own `timeout` ends. Daemon threads, not an
+    executor's: the interpreter joins those at exit, so an abandoned request would hold the stopping trainer
+    until it times out. The resumed trainer publishes its weights again first thing.
     """
     if should_stop():
         return {url: "not asked: stopping on SIGTERM" for url in urls}
